@@ -1,0 +1,352 @@
+//! The only code that talks to Better Auth.
+//!
+//! [`BetterAuthClient::lookup`] sends `GET <session path>` with the request's Better Auth
+//! cookies and returns a typed [`SessionLookup`], never a raw response. Facts it relies on
+//! (see `shared/docs/better-auth.md`): a missing, forged or expired session is `200 null`, not
+//! 401; a refresh answers with `Set-Cookie`; the rate limiter answers 429.
+//!
+//! Every failure maps to a denying outcome; nothing here can allow a request.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::decision::{SessionLookup, SessionQuery, SessionUser};
+use crate::reason::Detail;
+
+/// Largest session body we read. A real one is well under 2 KiB; plugins add fields, so leave
+/// generous room while refusing to buffer a runaway answer.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `User-Agent` when the client sent none.
+const DEFAULT_USER_AGENT: &str = concat!("better-authz/", env!("CARGO_PKG_VERSION"));
+
+/// How the client is set up.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Absolute URL of the session endpoint.
+    pub session_url: reqwest::Url,
+    /// Absolute URL of Better Auth's `/ok` probe.
+    pub ok_url: reqwest::Url,
+    /// Deadline for one whole call: connect, headers and body.
+    pub timeout: Duration,
+    /// Idle kept-alive connections per Better Auth host.
+    pub pool_max_idle: usize,
+}
+
+/// A pooled, kept-alive client for Better Auth.
+#[derive(Clone, Debug)]
+pub struct BetterAuthClient {
+    http: reqwest::Client,
+    options: ClientOptions,
+}
+
+/// Why a lookup failed, for metrics labels and logs (never the client).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Valid,
+    NoSession,
+    Unavailable,
+    Error,
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Valid,
+        Outcome::NoSession,
+        Outcome::Unavailable,
+        Outcome::Error,
+    ];
+
+    pub fn of(lookup: &SessionLookup) -> Self {
+        match lookup {
+            SessionLookup::Valid { .. } => Outcome::Valid,
+            SessionLookup::NoSession { .. } => Outcome::NoSession,
+            SessionLookup::Unavailable(_) => Outcome::Unavailable,
+            SessionLookup::BadAnswer => Outcome::Error,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Valid => "valid",
+            Outcome::NoSession => "no_session",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+// === impl BetterAuthClient ===
+
+impl BetterAuthClient {
+    pub fn new(options: ClientOptions) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            // A redirect from the session endpoint is a misconfiguration, never a session.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(options.timeout)
+            .pool_max_idle_per_host(options.pool_max_idle)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .http1_only()
+            .build()?;
+        Ok(BetterAuthClient { http, options })
+    }
+
+    /// Ask Better Auth whether the cookies carry a session.
+    pub async fn lookup(&self, query: &SessionQuery) -> SessionLookup {
+        match tokio::time::timeout(self.options.timeout, self.call(query)).await {
+            Ok(lookup) => lookup,
+            Err(_elapsed) => SessionLookup::Unavailable(Detail::UpstreamTimeout),
+        }
+    }
+
+    async fn call(&self, query: &SessionQuery) -> SessionLookup {
+        let Ok(cookie) = HeaderValue::from_str(&query.cookie_header) else {
+            // The core only forwards visible ASCII; this cannot happen, and denies if it does.
+            return SessionLookup::BadAnswer;
+        };
+        let user_agent = query
+            .user_agent
+            .as_deref()
+            .and_then(|ua| HeaderValue::from_str(ua).ok())
+            .unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT));
+        let mut request = self
+            .http
+            .get(self.options.session_url.clone())
+            .header(COOKIE, cookie)
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, user_agent);
+        if let Some(addr) = query
+            .client_addr
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            // Better Auth's rate limiter keys on the first X-Forwarded-For value: give it the
+            // real client, so one busy user cannot exhaust everyone's bucket.
+            request = request.header("x-forwarded-for", addr);
+        }
+
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return SessionLookup::Unavailable(classify_send_error(&error)),
+        };
+        let status = response.status();
+        let set_cookies: Vec<String> = response
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+
+        match status.as_u16() {
+            200 => {}
+            401 => return SessionLookup::NoSession { set_cookies },
+            429 => return SessionLookup::Unavailable(Detail::UpstreamRateLimited),
+            500..=599 => return SessionLookup::Unavailable(Detail::UpstreamServerError),
+            other => {
+                tracing::warn!(
+                    status = other,
+                    "Better Auth session endpoint answered an unexpected status"
+                );
+                return SessionLookup::BadAnswer;
+            }
+        }
+
+        let body = match read_bounded(response, MAX_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                tracing::warn!(
+                    limit = MAX_BODY_BYTES,
+                    "Better Auth session body exceeds the limit"
+                );
+                return SessionLookup::BadAnswer;
+            }
+            Err(BodyError::Read) => {
+                return SessionLookup::Unavailable(Detail::UpstreamUnreachable);
+            }
+        };
+        parse_session(&body, set_cookies)
+    }
+
+    /// `GET /ok`: is Better Auth answering at all? Used by readiness.
+    pub async fn probe(&self) -> bool {
+        let call = self.http.get(self.options.ok_url.clone()).send();
+        match tokio::time::timeout(self.options.timeout.max(Duration::from_secs(1)), call).await {
+            Ok(Ok(response)) => response.status().is_success(),
+            _ => false,
+        }
+    }
+}
+
+fn classify_send_error(error: &reqwest::Error) -> Detail {
+    if error.is_timeout() {
+        Detail::UpstreamTimeout
+    } else {
+        Detail::UpstreamUnreachable
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The parts of get-session's answer we rely on; everything else (the raw `session.token`
+/// included) is ignored and never stored.
+#[derive(Deserialize)]
+struct SessionBody {
+    user: UserBody,
+    session: SessionFields,
+}
+
+#[derive(Deserialize)]
+struct UserBody {
+    id: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SessionFields {
+    #[serde(rename = "expiresAt")]
+    expires_at: Instant,
+}
+
+/// Better Auth serialises dates as ISO 8601 strings; accept epoch milliseconds too, as
+/// custom session plugins may.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Instant {
+    Text(String),
+    Millis(i64),
+}
+
+/// Turn a 200 body into a lookup outcome. Logs parse failures by position and category only:
+/// serde's messages can quote the offending value, and the body holds the session token.
+pub fn parse_session(body: &[u8], set_cookies: Vec<String>) -> SessionLookup {
+    let body = body.trim_ascii();
+    if body == b"null" {
+        return SessionLookup::NoSession { set_cookies };
+    }
+    let parsed: SessionBody = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            tracing::warn!(
+                category = ?error.classify(),
+                line = error.line(),
+                column = error.column(),
+                bytes = body.len(),
+                "Better Auth session body is not a session"
+            );
+            return SessionLookup::BadAnswer;
+        }
+    };
+    let expires_at = match parsed.session.expires_at {
+        Instant::Text(text) => OffsetDateTime::parse(&text, &Rfc3339).ok(),
+        Instant::Millis(ms) => {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        }
+    };
+    let Some(expires_at) = expires_at else {
+        tracing::warn!("Better Auth session.expiresAt is not a date");
+        return SessionLookup::BadAnswer;
+    };
+    SessionLookup::Valid {
+        user: SessionUser {
+            id: parsed.user.id,
+            email: parsed.user.email,
+            name: parsed.user.name,
+        },
+        expires_at,
+        set_cookies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_real_better_auth_body() {
+        let body = br#"{"session":{"expiresAt":"2026-12-03T01:02:03.456Z","token":"SECRET","createdAt":"2026-11-26T01:02:03.456Z","updatedAt":"2026-11-26T01:02:03.456Z","ipAddress":"","userAgent":"curl","userId":"u1","id":"s1"},"user":{"name":"Ann","email":"ann@example.com","emailVerified":false,"image":null,"createdAt":"2026-11-26T01:02:03.450Z","updatedAt":"2026-11-26T01:02:03.450Z","id":"u1"}}"#;
+        let SessionLookup::Valid {
+            user, expires_at, ..
+        } = parse_session(body, vec![])
+        else {
+            panic!("expected a valid session");
+        };
+        assert_eq!(user.id, "u1");
+        assert_eq!(user.email.as_deref(), Some("ann@example.com"));
+        assert_eq!(user.name.as_deref(), Some("Ann"));
+        assert_eq!(expires_at.unix_timestamp(), 1_796_259_723);
+    }
+
+    #[test]
+    fn null_is_no_session() {
+        for body in [&b"null"[..], b" null\n"] {
+            assert_eq!(
+                parse_session(body, vec!["c=1".into()]),
+                SessionLookup::NoSession {
+                    set_cookies: vec!["c=1".into()]
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn anything_else_is_a_bad_answer() {
+        for body in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            b"<html>",
+            br#"{"user":{"id":"u1"}}"#,
+            br#"{"session":{"expiresAt":"2026-12-03T01:02:03Z"}}"#,
+            br#"{"user":{"id":5},"session":{"expiresAt":"2026-12-03T01:02:03Z"}}"#,
+            br#"{"user":{"id":"u1"},"session":{"expiresAt":"tomorrow"}}"#,
+            br#"{"user":{"id":"u1"},"session":{"expiresAt":null}}"#,
+        ] {
+            assert_eq!(
+                parse_session(body, vec![]),
+                SessionLookup::BadAnswer,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn epoch_millis_are_accepted() {
+        let body = br#"{"user":{"id":"u1"},"session":{"expiresAt":1800000000000}}"#;
+        let SessionLookup::Valid { expires_at, .. } = parse_session(body, vec![]) else {
+            panic!("expected a valid session");
+        };
+        assert_eq!(expires_at.unix_timestamp(), 1_800_000_000);
+    }
+}

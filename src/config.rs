@@ -1,0 +1,544 @@
+//! Configuration: flags with environment fallbacks, validated in one pass.
+//!
+//! Every variable has a named constant for its name and its default, next to the reason for
+//! the default. Flags are read as text and checked here rather than by clap's typed parsers, so
+//! that one run reports **every** bad variable at once instead of the first one clap trips on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::decision::{IdentityHeaders, Policy};
+use crate::path::{PathPrefix, UserPathPattern};
+
+pub const ENV_BETTER_AUTH_URL: &str = "BETTER_AUTH_URL";
+pub const ENV_SESSION_PATH: &str = "BETTER_AUTH_SESSION_PATH";
+pub const ENV_GRPC_ADDR: &str = "AUTHZ_GRPC_ADDR";
+pub const ENV_HTTP_ADDR: &str = "AUTHZ_HTTP_ADDR";
+pub const ENV_ADMIN_ADDR: &str = "AUTHZ_ADMIN_ADDR";
+pub const ENV_COOKIE_PREFIX: &str = "AUTHZ_COOKIE_PREFIX";
+pub const ENV_USER_PATH_PATTERN: &str = "AUTHZ_USER_PATH_PATTERN";
+pub const ENV_PUBLIC_PATHS: &str = "AUTHZ_PUBLIC_PATHS";
+pub const ENV_ALLOW_PREFLIGHT: &str = "AUTHZ_ALLOW_PREFLIGHT";
+pub const ENV_UPSTREAM_TIMEOUT_MS: &str = "AUTHZ_UPSTREAM_TIMEOUT_MS";
+pub const ENV_UPSTREAM_POOL_MAX_IDLE: &str = "AUTHZ_UPSTREAM_POOL_MAX_IDLE";
+pub const ENV_HEADER_USER_ID: &str = "AUTHZ_HEADER_USER_ID";
+pub const ENV_HEADER_USER_EMAIL: &str = "AUTHZ_HEADER_USER_EMAIL";
+pub const ENV_HEADER_USER_NAME: &str = "AUTHZ_HEADER_USER_NAME";
+pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
+pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "AUTHZ_SHUTDOWN_TIMEOUT_MS";
+
+/// Better Auth's default endpoint; `/api/auth/session` does not exist.
+pub const DEFAULT_SESSION_PATH: &str = "/api/auth/get-session";
+/// Envoy examples put ext_authz on 9001; we follow so configs read familiar.
+pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:9001";
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9002";
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9090";
+/// Better Auth's `advanced.cookiePrefix` default.
+pub const DEFAULT_COOKIE_PREFIX: &str = "better-auth";
+/// Envoy's ext_authz check times out at 200 ms by default. Our Better Auth deadline must end
+/// first, so that the client gets our 503 `AUTH_UNAVAILABLE` with a body rather than Envoy's
+/// bare `status_on_error`.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 150;
+/// Idle kept-alive connections to Better Auth. Enough for 2 cores' worth of concurrency; idle
+/// ones close after 60 s.
+pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: usize = 64;
+pub const DEFAULT_HEADER_USER_ID: &str = "x-user-id";
+pub const DEFAULT_HEADER_USER_EMAIL: &str = "x-user-email";
+pub const DEFAULT_HEADER_USER_NAME: &str = "x-user-name";
+/// Kubernetes gives a pod 30 s by default; draining checks (each bounded by the upstream
+/// timeout) takes far less, 10 s leaves room for the preStop wait.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+
+/// Upper bound on the Better Auth deadline: a check that waits longer helps nobody.
+const MAX_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+
+/// better-authz: Envoy ext_authz (gRPC) and nginx auth_request (HTTP) in front of Better Auth
+/// sessions.
+///
+/// Every option is also read from the environment variable shown. Invalid values stop
+/// start-up with exit code 2 and one message per bad variable.
+#[derive(Parser, Debug, Default, Clone)]
+#[command(version, about, long_about = None, max_term_width = 100)]
+pub struct Args {
+    /// Better Auth base URL, e.g. http://127.0.0.1:3000 (required)
+    #[arg(long, env = ENV_BETTER_AUTH_URL)]
+    pub better_auth_url: Option<String>,
+
+    /// Better Auth session endpoint path [default: /api/auth/get-session]
+    #[arg(long, env = ENV_SESSION_PATH)]
+    pub better_auth_session_path: Option<String>,
+
+    /// Envoy ext_authz gRPC listener (also grpc.health.v1) [default: 0.0.0.0:9001]
+    #[arg(long, env = ENV_GRPC_ADDR)]
+    pub grpc_addr: Option<String>,
+
+    /// HTTP listener for nginx auth_request / ingress-nginx auth-url / Traefik ForwardAuth,
+    /// path /auth. Reachable by the proxy only: it trusts X-Original-URI. [default: 0.0.0.0:9002]
+    #[arg(long, env = ENV_HTTP_ADDR)]
+    pub http_addr: Option<String>,
+
+    /// Admin listener: /healthz, /readyz, /metrics [default: 0.0.0.0:9090]
+    #[arg(long, env = ENV_ADMIN_ADDR)]
+    pub admin_addr: Option<String>,
+
+    /// Better Auth cookie prefix; the __Secure- variant is always accepted [default: better-auth]
+    #[arg(long, env = ENV_COOKIE_PREFIX)]
+    pub cookie_prefix: Option<String>,
+
+    /// Path pattern with one {user_id} segment, e.g. /api/{user_id}/. Where a path matches,
+    /// the decoded segment must equal the session's user id, else 403 [default: unset]
+    #[arg(long, env = ENV_USER_PATH_PATTERN)]
+    pub user_path_pattern: Option<String>,
+
+    /// Comma-separated path prefixes allowed without a session, matched by whole segments,
+    /// e.g. /api/auth/ [default: unset]
+    #[arg(long, env = ENV_PUBLIC_PATHS)]
+    pub public_paths: Option<String>,
+
+    /// Let real CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) through
+    /// without a session: true or false [default: true]
+    #[arg(long, env = ENV_ALLOW_PREFLIGHT)]
+    pub allow_preflight: Option<String>,
+
+    /// Deadline in milliseconds for one Better Auth call; keep it below the proxy's check
+    /// timeout (Envoy: 200 ms by default) [default: 150]
+    #[arg(long, env = ENV_UPSTREAM_TIMEOUT_MS)]
+    pub upstream_timeout_ms: Option<String>,
+
+    /// Idle kept-alive connections kept open to Better Auth [default: 64]
+    #[arg(long, env = ENV_UPSTREAM_POOL_MAX_IDLE)]
+    pub upstream_pool_max_idle: Option<String>,
+
+    /// Header carrying the user id to the upstream [default: x-user-id]
+    #[arg(long, env = ENV_HEADER_USER_ID)]
+    pub header_user_id: Option<String>,
+
+    /// Header carrying the user email to the upstream [default: x-user-email]
+    #[arg(long, env = ENV_HEADER_USER_EMAIL)]
+    pub header_user_email: Option<String>,
+
+    /// Header carrying the user name to the upstream [default: x-user-name]
+    #[arg(long, env = ENV_HEADER_USER_NAME)]
+    pub header_user_name: Option<String>,
+
+    /// Log format: text or json; the level comes from RUST_LOG [default: text]
+    #[arg(long, env = ENV_LOG_FORMAT)]
+    pub log_format: Option<String>,
+
+    /// On SIGTERM/SIGINT, how long in-flight checks may take to finish, in milliseconds
+    /// [default: 10000]
+    #[arg(long, env = ENV_SHUTDOWN_TIMEOUT_MS)]
+    pub shutdown_timeout_ms: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration, passed explicitly to whatever needs it.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub session_url: url::Url,
+    pub ok_url: url::Url,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub policy: Policy,
+    pub upstream_timeout: Duration,
+    pub upstream_pool_max_idle: usize,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+}
+
+/// One bad variable and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.variable, self.problem)
+    }
+}
+
+/// Collects problems while every variable is checked.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn add(&mut self, variable: &'static str, problem: impl Into<String>) {
+        self.0.push(ConfigError {
+            variable,
+            problem: problem.into(),
+        });
+    }
+
+    /// `Some(value)` when `check` accepts it, else record the problem and return `None`.
+    fn check<T>(&mut self, variable: &'static str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.add(variable, problem);
+                None
+            }
+        }
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Validate every variable; on failure, every problem found.
+    pub fn from_args(args: &Args) -> Result<Config, Vec<ConfigError>> {
+        let mut p = Problems::default();
+        let text = |v: &Option<String>, default: &str| -> String {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default)
+                .to_owned()
+        };
+
+        let base = match args.better_auth_url.as_deref().map(str::trim) {
+            None | Some("") => {
+                p.add(ENV_BETTER_AUTH_URL, "required, e.g. http://127.0.0.1:3000");
+                None
+            }
+            Some(raw) => p.check(ENV_BETTER_AUTH_URL, parse_base_url(raw)),
+        };
+        let session_path = text(&args.better_auth_session_path, DEFAULT_SESSION_PATH);
+        let session_path = p.check(ENV_SESSION_PATH, parse_endpoint_path(&session_path));
+        let urls = match (base, session_path) {
+            (Some(base), Some(path)) => p.check(ENV_SESSION_PATH, endpoint_urls(&base, &path)),
+            _ => None,
+        };
+
+        let grpc_addr = p.check(
+            ENV_GRPC_ADDR,
+            parse_addr(&text(&args.grpc_addr, DEFAULT_GRPC_ADDR)),
+        );
+        let http_addr = p.check(
+            ENV_HTTP_ADDR,
+            parse_addr(&text(&args.http_addr, DEFAULT_HTTP_ADDR)),
+        );
+        let admin_addr = p.check(
+            ENV_ADMIN_ADDR,
+            parse_addr(&text(&args.admin_addr, DEFAULT_ADMIN_ADDR)),
+        );
+        if let (Some(g), Some(h), Some(a)) = (grpc_addr, http_addr, admin_addr) {
+            let clash = |x: SocketAddr, y: SocketAddr| x.port() != 0 && x == y;
+            if clash(g, h) {
+                p.add(ENV_HTTP_ADDR, format!("{h} is also {ENV_GRPC_ADDR}"));
+            }
+            if clash(g, a) || clash(h, a) {
+                p.add(
+                    ENV_ADMIN_ADDR,
+                    format!("{a} is also used by another listener"),
+                );
+            }
+        }
+
+        let cookie_prefix = p.check(
+            ENV_COOKIE_PREFIX,
+            parse_cookie_prefix(&text(&args.cookie_prefix, DEFAULT_COOKIE_PREFIX)),
+        );
+        let user_path = match args.user_path_pattern.as_deref().map(str::trim) {
+            None | Some("") => Some(None),
+            Some(raw) => p.check(ENV_USER_PATH_PATTERN, UserPathPattern::parse(raw).map(Some)),
+        };
+        let public_paths = p.check(
+            ENV_PUBLIC_PATHS,
+            parse_public_paths(args.public_paths.as_deref().unwrap_or("")),
+        );
+        let allow_preflight = p.check(
+            ENV_ALLOW_PREFLIGHT,
+            parse_bool(&text(&args.allow_preflight, "true")),
+        );
+        let upstream_timeout = p.check(
+            ENV_UPSTREAM_TIMEOUT_MS,
+            parse_millis(
+                &text(
+                    &args.upstream_timeout_ms,
+                    &DEFAULT_UPSTREAM_TIMEOUT_MS.to_string(),
+                ),
+                1,
+                MAX_UPSTREAM_TIMEOUT_MS,
+            ),
+        );
+        let pool_max_idle = p.check(
+            ENV_UPSTREAM_POOL_MAX_IDLE,
+            parse_count(
+                &text(
+                    &args.upstream_pool_max_idle,
+                    &DEFAULT_UPSTREAM_POOL_MAX_IDLE.to_string(),
+                ),
+                0,
+                100_000,
+            ),
+        );
+        let user_id = p.check(
+            ENV_HEADER_USER_ID,
+            parse_header_name(&text(&args.header_user_id, DEFAULT_HEADER_USER_ID)),
+        );
+        let email = p.check(
+            ENV_HEADER_USER_EMAIL,
+            parse_header_name(&text(&args.header_user_email, DEFAULT_HEADER_USER_EMAIL)),
+        );
+        let name = p.check(
+            ENV_HEADER_USER_NAME,
+            parse_header_name(&text(&args.header_user_name, DEFAULT_HEADER_USER_NAME)),
+        );
+        if let (Some(id), Some(email), Some(name)) = (&user_id, &email, &name) {
+            if id == email {
+                p.add(
+                    ENV_HEADER_USER_EMAIL,
+                    format!("{email:?} is also {ENV_HEADER_USER_ID}"),
+                );
+            }
+            if id == name || email == name {
+                p.add(
+                    ENV_HEADER_USER_NAME,
+                    format!("{name:?} is also another identity header"),
+                );
+            }
+        }
+        let log_format = p.check(
+            ENV_LOG_FORMAT,
+            parse_log_format(&text(&args.log_format, "text")),
+        );
+        let shutdown_timeout = p.check(
+            ENV_SHUTDOWN_TIMEOUT_MS,
+            parse_millis(
+                &text(
+                    &args.shutdown_timeout_ms,
+                    &DEFAULT_SHUTDOWN_TIMEOUT_MS.to_string(),
+                ),
+                0,
+                3_600_000,
+            ),
+        );
+
+        let (
+            Some((session_url, ok_url)),
+            Some(grpc_addr),
+            Some(http_addr),
+            Some(admin_addr),
+            Some(cookie_prefix),
+            Some(user_path),
+            Some(public_paths),
+            Some(allow_preflight),
+            Some(upstream_timeout),
+            Some(upstream_pool_max_idle),
+            Some(user_id),
+            Some(email),
+            Some(name),
+            Some(log_format),
+            Some(shutdown_timeout),
+        ) = (
+            urls,
+            grpc_addr,
+            http_addr,
+            admin_addr,
+            cookie_prefix,
+            user_path,
+            public_paths,
+            allow_preflight,
+            upstream_timeout,
+            pool_max_idle,
+            user_id,
+            email,
+            name,
+            log_format,
+            shutdown_timeout,
+        )
+        else {
+            // Every `None` above recorded its problem.
+            return Err(p.0);
+        };
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(Config {
+            session_url,
+            ok_url,
+            grpc_addr,
+            http_addr,
+            admin_addr,
+            policy: Policy {
+                cookie_prefix,
+                public_paths,
+                user_path,
+                allow_preflight,
+                identity: IdentityHeaders {
+                    user_id,
+                    email,
+                    name,
+                },
+            },
+            upstream_timeout,
+            upstream_pool_max_idle,
+            log_format,
+            shutdown_timeout,
+        })
+    }
+
+    /// The effective configuration as `(name, value)` pairs for the start-up log. Nothing in
+    /// it is secret: URLs lose any user info they carried.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let mut session_url = self.session_url.clone();
+        let _ = session_url.set_username("");
+        let _ = session_url.set_password(None);
+        let p = &self.policy;
+        vec![
+            ("session_url", session_url.to_string()),
+            ("grpc_addr", self.grpc_addr.to_string()),
+            ("http_addr", self.http_addr.to_string()),
+            ("admin_addr", self.admin_addr.to_string()),
+            ("cookie_prefix", p.cookie_prefix.clone()),
+            ("user_path_pattern", format!("{:?}", p.user_path.is_some())),
+            ("public_paths", p.public_paths.len().to_string()),
+            ("allow_preflight", p.allow_preflight.to_string()),
+            (
+                "upstream_timeout_ms",
+                self.upstream_timeout.as_millis().to_string(),
+            ),
+            (
+                "identity_headers",
+                p.identity.all().collect::<Vec<_>>().join(","),
+            ),
+        ]
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{raw:?} must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{raw:?} must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn parse_endpoint_path(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') || raw.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{raw:?} must be an absolute path without query, e.g. {DEFAULT_SESSION_PATH}"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// The session URL, and the `/ok` probe beside it (`…/get-session` → `…/ok`).
+fn endpoint_urls(base: &url::Url, path: &str) -> Result<(url::Url, url::Url), String> {
+    let root = base.as_str().trim_end_matches('/');
+    let session = url::Url::parse(&format!("{root}{path}"))
+        .map_err(|e| format!("{path:?} does not make a URL with the base ({e})"))?;
+    let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+    let ok = url::Url::parse(&format!("{root}{parent}/ok"))
+        .map_err(|e| format!("{path:?} does not make a probe URL ({e})"))?;
+    Ok((session, ok))
+}
+
+fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.parse()
+        .map_err(|_| format!("{raw:?} is not an IP:port address, e.g. 0.0.0.0:9001"))
+}
+
+fn parse_cookie_prefix(raw: &str) -> Result<String, String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "-_.!#$%&'*+^`|~".contains(c);
+    if raw.chars().all(token) {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("{raw:?} has characters a cookie name cannot hold"))
+    }
+}
+
+fn parse_public_paths(raw: &str) -> Result<Vec<PathPrefix>, String> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match PathPrefix::parse(part) {
+            Ok(prefix) => out.push(prefix),
+            Err(problem) => bad.push(problem),
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{raw:?} is not true or false")),
+    }
+}
+
+fn parse_millis(raw: &str, min: u64, max: u64) -> Result<Duration, String> {
+    let n: u64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a whole number of milliseconds"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is outside {min}..={max} milliseconds"));
+    }
+    Ok(Duration::from_millis(n))
+}
+
+fn parse_count(raw: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a whole number"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}
+
+/// Identity header names: valid HTTP names, lower-case, and not one the proxies own.
+fn parse_header_name(raw: &str) -> Result<String, String> {
+    let name = http::HeaderName::from_bytes(raw.as_bytes())
+        .map_err(|_| format!("{raw:?} is not a valid header name"))?;
+    const RESERVED: [&str; 12] = [
+        "host",
+        "cookie",
+        "set-cookie",
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "keep-alive",
+        "x-forwarded-for",
+    ];
+    if RESERVED.contains(&name.as_str()) {
+        return Err(format!("{raw:?} is a header the proxies manage"));
+    }
+    Ok(name.as_str().to_owned())
+}
+
+fn parse_log_format(raw: &str) -> Result<LogFormat, String> {
+    match raw.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{raw:?} is not text or json")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

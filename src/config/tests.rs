@@ -1,0 +1,195 @@
+use super::*;
+
+fn args() -> Args {
+    Args {
+        better_auth_url: Some("http://127.0.0.1:3000".into()),
+        ..Default::default()
+    }
+}
+
+fn problems(a: &Args) -> Vec<&'static str> {
+    match Config::from_args(a) {
+        Ok(_) => vec![],
+        Err(errors) => errors.iter().map(|e| e.variable).collect(),
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = Config::from_args(&args()).unwrap();
+    assert_eq!(
+        c.session_url.as_str(),
+        "http://127.0.0.1:3000/api/auth/get-session"
+    );
+    assert_eq!(c.ok_url.as_str(), "http://127.0.0.1:3000/api/auth/ok");
+    assert_eq!(c.grpc_addr.to_string(), "0.0.0.0:9001");
+    assert_eq!(c.http_addr.to_string(), "0.0.0.0:9002");
+    assert_eq!(c.admin_addr.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.upstream_timeout, Duration::from_millis(150));
+    assert_eq!(c.policy.cookie_prefix, "better-auth");
+    assert!(c.policy.allow_preflight);
+    assert!(c.policy.user_path.is_none());
+    assert!(c.policy.public_paths.is_empty());
+    assert_eq!(
+        c.policy.identity.all().collect::<Vec<_>>(),
+        ["x-user-id", "x-user-email", "x-user-name"]
+    );
+    assert_eq!(c.log_format, LogFormat::Text);
+}
+
+#[test]
+fn base_paths_and_custom_endpoints_join() {
+    let mut a = args();
+    a.better_auth_url = Some("https://auth.example.com/base/".into());
+    a.better_auth_session_path = Some("/auth/get-session".into());
+    let c = Config::from_args(&a).unwrap();
+    assert_eq!(
+        c.session_url.as_str(),
+        "https://auth.example.com/base/auth/get-session"
+    );
+    assert_eq!(c.ok_url.as_str(), "https://auth.example.com/base/auth/ok");
+}
+
+#[test]
+fn identity_headers_are_lower_cased() {
+    let mut a = args();
+    a.header_user_id = Some("X-Auth-User".into());
+    let c = Config::from_args(&a).unwrap();
+    assert_eq!(c.policy.identity.user_id, "x-auth-user");
+}
+
+#[test]
+fn every_bad_variable_is_reported_at_once() {
+    let a = Args {
+        better_auth_url: None,
+        better_auth_session_path: Some("get-session".into()),
+        grpc_addr: Some("localhost".into()),
+        http_addr: Some("1.2.3.4:99999".into()),
+        admin_addr: Some(":9090".into()),
+        cookie_prefix: Some("bad;prefix".into()),
+        user_path_pattern: Some("/api/{id}/".into()),
+        public_paths: Some("/api/auth/,relative".into()),
+        allow_preflight: Some("maybe".into()),
+        upstream_timeout_ms: Some("0".into()),
+        upstream_pool_max_idle: Some("-1".into()),
+        header_user_id: Some("x user".into()),
+        header_user_email: Some("cookie".into()),
+        header_user_name: Some("x(user)".into()),
+        log_format: Some("xml".into()),
+        shutdown_timeout_ms: Some("soon".into()),
+    };
+    let mut got = problems(&a);
+    got.sort();
+    let mut want = vec![
+        ENV_BETTER_AUTH_URL,
+        ENV_SESSION_PATH,
+        ENV_GRPC_ADDR,
+        ENV_HTTP_ADDR,
+        ENV_ADMIN_ADDR,
+        ENV_COOKIE_PREFIX,
+        ENV_USER_PATH_PATTERN,
+        ENV_PUBLIC_PATHS,
+        ENV_ALLOW_PREFLIGHT,
+        ENV_UPSTREAM_TIMEOUT_MS,
+        ENV_UPSTREAM_POOL_MAX_IDLE,
+        ENV_HEADER_USER_ID,
+        ENV_HEADER_USER_EMAIL,
+        ENV_HEADER_USER_NAME,
+        ENV_LOG_FORMAT,
+        ENV_SHUTDOWN_TIMEOUT_MS,
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn single_problems() {
+    type Change = fn(&mut Args);
+    let cases: Vec<(Change, &str)> = vec![
+        (
+            |a| a.better_auth_url = Some("ftp://x".into()),
+            ENV_BETTER_AUTH_URL,
+        ),
+        (
+            |a| a.better_auth_url = Some("not a url".into()),
+            ENV_BETTER_AUTH_URL,
+        ),
+        (
+            |a| a.better_auth_url = Some("http://h/?q=1".into()),
+            ENV_BETTER_AUTH_URL,
+        ),
+        (
+            |a| a.better_auth_url = Some("  ".into()),
+            ENV_BETTER_AUTH_URL,
+        ),
+        (
+            |a| a.upstream_timeout_ms = Some("60001".into()),
+            ENV_UPSTREAM_TIMEOUT_MS,
+        ),
+        (
+            |a| a.upstream_timeout_ms = Some("1.5".into()),
+            ENV_UPSTREAM_TIMEOUT_MS,
+        ),
+        (
+            |a| a.user_path_pattern = Some("/api/".into()),
+            ENV_USER_PATH_PATTERN,
+        ),
+        (|a| a.public_paths = Some("/".into()), ENV_PUBLIC_PATHS),
+        (|a| a.http_addr = Some("0.0.0.0:9001".into()), ENV_HTTP_ADDR),
+        (
+            |a| a.admin_addr = Some("0.0.0.0:9002".into()),
+            ENV_ADMIN_ADDR,
+        ),
+        (
+            |a| a.header_user_name = Some("X-User-Id".into()),
+            ENV_HEADER_USER_NAME,
+        ),
+        (
+            |a| a.header_user_id = Some("host".into()),
+            ENV_HEADER_USER_ID,
+        ),
+    ];
+    for (change, variable) in cases {
+        let mut a = args();
+        change(&mut a);
+        assert_eq!(problems(&a), [variable], "{a:?}");
+    }
+}
+
+#[test]
+fn messages_name_the_variable_and_the_value() {
+    let mut a = args();
+    a.upstream_timeout_ms = Some("abc".into());
+    let errors = Config::from_args(&a).unwrap_err();
+    assert_eq!(
+        errors[0].to_string(),
+        "AUTHZ_UPSTREAM_TIMEOUT_MS: \"abc\" is not a whole number of milliseconds"
+    );
+}
+
+#[test]
+fn port_zero_may_repeat_for_tests() {
+    let mut a = args();
+    a.grpc_addr = Some("127.0.0.1:0".into());
+    a.http_addr = Some("127.0.0.1:0".into());
+    a.admin_addr = Some("127.0.0.1:0".into());
+    assert!(Config::from_args(&a).is_ok());
+}
+
+#[test]
+fn booleans() {
+    for (raw, want) in [
+        ("true", true),
+        ("FALSE", false),
+        ("1", true),
+        ("off", false),
+    ] {
+        let mut a = args();
+        a.allow_preflight = Some(raw.into());
+        assert_eq!(
+            Config::from_args(&a).unwrap().policy.allow_preflight,
+            want,
+            "{raw}"
+        );
+    }
+}

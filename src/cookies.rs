@@ -1,0 +1,143 @@
+//! Picking Better Auth's cookies out of a request's `Cookie` header(s).
+//!
+//! Only cookies named `<prefix>.*` or `__Secure-<prefix>.*` are kept; everything else the
+//! browser sends (other apps' cookies, analytics…) never leaves the gateway. Kept cookies are
+//! forwarded byte for byte: Better Auth signs the URL-encoded value, so decoding or unquoting
+//! would break the signature check (prior art: Oathkeeper#1158).
+//!
+//! Separators: browsers join cookies with `; `, but Envoy joins repeated `Cookie` headers with
+//! `,` in `attributes.request.http.headers`, so both `;` and `,` separate pairs. A cookie-octet
+//! (RFC 6265 §4.1.1) never contains either, and Better Auth's values are URL-encoded, so splitting
+//! on `,` cannot cut a Better Auth value in two.
+
+/// Upper bound on the summed size of a request's `Cookie` headers. Browsers cap a cookie at
+/// 4 KiB and a domain at ~180 cookies, but proxies cap header blocks far lower (nginx 8 KiB per
+/// line, Envoy 60 KiB in all); 16 KiB leaves room for Better Auth's chunked `session_data`
+/// cookie cache while refusing abuse before we parse it.
+pub const MAX_COOKIE_HEADER_BYTES: usize = 16 * 1024;
+
+/// Upper bound on one session token cookie value. A real one is
+/// `encodeURIComponent(token + "." + base64(hmac))`: about 80 bytes.
+pub const MAX_SESSION_VALUE_BYTES: usize = 1024;
+
+/// The Better Auth cookies found in a request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BetterAuthCookies {
+    /// Every Better Auth cookie as `name=value`, joined with `"; "`, ready for the one `Cookie`
+    /// header of the session lookup.
+    pub header: String,
+    /// How many session token cookies (plain or `__Secure-`) were present, empty ones included.
+    pub session_cookies: usize,
+    /// Session token values (unquoted view), for shape checks only; never logged.
+    session_values: Vec<String>,
+    /// A kept cookie had a byte that cannot be sent in a header (control, space, non-ASCII).
+    pub unforwardable: bool,
+}
+
+/// What the cookies say before anyone asks Better Auth.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CookieVerdict {
+    /// No session token cookie, or only empty ones: nothing to validate.
+    Missing,
+    /// A session token that cannot be a Better Auth signed token (no `.`, absurd length,
+    /// unsendable bytes): it is invalid without asking.
+    Malformed,
+    /// Plausible: ask Better Auth.
+    Plausible,
+}
+
+// === impl BetterAuthCookies ===
+
+impl BetterAuthCookies {
+    /// Parse every `Cookie` header value of a request and keep the Better Auth ones.
+    pub fn parse<'a>(prefix: &str, headers: impl IntoIterator<Item = &'a str>) -> Self {
+        let plain_prefix = format!("{prefix}.");
+        let secure_prefix = format!("__Secure-{prefix}.");
+        let session_names = [
+            format!("{plain_prefix}session_token"),
+            format!("{secure_prefix}session_token"),
+        ];
+
+        let mut out = BetterAuthCookies::default();
+        for header in headers {
+            for pair in header.split([';', ',']) {
+                let pair = pair.trim_matches([' ', '\t']);
+                let Some((name, value)) = pair.split_once('=') else {
+                    continue;
+                };
+                let name = name.trim_matches([' ', '\t']);
+                let value = value.trim_matches([' ', '\t']);
+                let ours = (name.starts_with(&plain_prefix) && name.len() > plain_prefix.len())
+                    || (name.starts_with(&secure_prefix) && name.len() > secure_prefix.len());
+                if !ours {
+                    continue;
+                }
+                if !is_sendable(name) || !(value.is_empty() || is_sendable(value)) {
+                    out.unforwardable = true;
+                    continue;
+                }
+                if session_names.iter().any(|n| n == name) {
+                    out.session_cookies += 1;
+                    out.session_values.push(unquote(value).to_owned());
+                }
+                if !out.header.is_empty() {
+                    out.header.push_str("; ");
+                }
+                out.header.push_str(name);
+                out.header.push('=');
+                out.header.push_str(value);
+            }
+        }
+        out
+    }
+
+    /// Classify the session cookies without calling Better Auth.
+    pub fn verdict(&self) -> CookieVerdict {
+        let non_empty: Vec<&str> = self
+            .session_values
+            .iter()
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if non_empty.is_empty() {
+            return if self.unforwardable {
+                CookieVerdict::Malformed
+            } else {
+                CookieVerdict::Missing
+            };
+        }
+        if self.unforwardable {
+            return CookieVerdict::Malformed;
+        }
+        let plausible = |v: &&str| v.len() <= MAX_SESSION_VALUE_BYTES && looks_signed(v);
+        if non_empty.iter().any(plausible) {
+            CookieVerdict::Plausible
+        } else {
+            CookieVerdict::Malformed
+        }
+    }
+}
+
+/// `token.signature`: Better Auth's signed cookie always has a `.` between two non-empty parts.
+/// `.` is never percent-encoded by `encodeURIComponent`, so the raw value shows it.
+fn looks_signed(value: &str) -> bool {
+    match value.split_once('.') {
+        Some((token, signature)) => !token.is_empty() && !signature.is_empty(),
+        None => false,
+    }
+}
+
+/// Visible ASCII only: what can be put back into a `Cookie` header unchanged.
+fn is_sendable(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+#[cfg(test)]
+mod tests;

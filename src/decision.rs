@@ -1,0 +1,315 @@
+//! The decision core: pure functions from a transport-neutral request (and, when needed, the
+//! answer of the session lookup) to a [`Decision`].
+//!
+//! A check is two steps so that the core stays free of IO:
+//! 1. [`plan`] decides everything that needs no session (public paths, preflights, missing or
+//!    malformed cookies, unusable paths) or says which session to look up;
+//! 2. [`decide`] turns the lookup's typed outcome into the final decision.
+//!
+//! No tonic, hyper, reqwest or tokio types appear here; the clock is a parameter.
+
+use time::OffsetDateTime;
+
+use crate::cookies::{BetterAuthCookies, CookieVerdict, MAX_COOKIE_HEADER_BYTES};
+use crate::path::{NormalPath, PathError, PathPrefix, UserPathPattern};
+use crate::reason::{Detail, Reason};
+
+/// The rules, built once from the configuration.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub cookie_prefix: String,
+    pub public_paths: Vec<PathPrefix>,
+    pub user_path: Option<UserPathPattern>,
+    pub allow_preflight: bool,
+    pub identity: IdentityHeaders,
+}
+
+/// Lower-case names of the headers that carry the identity to the upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// What the core needs of a proxied request, whichever proxy asked.
+#[derive(Clone, Debug, Default)]
+pub struct CheckRequest<'a> {
+    /// The original request's method.
+    pub method: &'a str,
+    /// The original request target: path, maybe with query; raw, not decoded.
+    pub path: &'a str,
+    /// Every `Cookie` header value of the original request.
+    pub cookies: Vec<&'a str>,
+    pub origin: Option<&'a str>,
+    pub access_control_request_method: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    /// The downstream client's address, as the proxy saw it.
+    pub client_addr: Option<&'a str>,
+}
+
+/// The first step's answer.
+#[derive(Debug)]
+pub enum Plan {
+    /// Decided without Better Auth.
+    Done(Decision),
+    /// Ask Better Auth, then call [`decide`] with the pending state.
+    Lookup(Pending),
+}
+
+/// A check waiting for its session lookup.
+#[derive(Debug)]
+pub struct Pending {
+    pub query: SessionQuery,
+    path: NormalPath,
+}
+
+/// Everything the Better Auth client sends. Holds cookie values: never log it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionQuery {
+    /// Only the Better Auth cookies, `"; "`-joined, values byte for byte.
+    pub cookie_header: String,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl std::fmt::Debug for SessionQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionQuery")
+            .field("cookie_header", &"<redacted>")
+            .field("client_addr", &self.client_addr)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+/// The Better Auth client's typed answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionLookup {
+    /// 200 with a user and a session.
+    Valid {
+        user: SessionUser,
+        expires_at: OffsetDateTime,
+        set_cookies: Vec<String>,
+    },
+    /// 200 `null` or 401: no such session (forged, signed out, expired, revoked).
+    NoSession { set_cookies: Vec<String> },
+    /// Better Auth could not answer: refused, timeout, 5xx, 429, shed.
+    Unavailable(Detail),
+    /// Better Auth answered something that is not a session.
+    BadAnswer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionUser {
+    pub id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The outcome of a check, for any transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub reason: Reason,
+    /// Client-safe explanation for deny bodies.
+    pub detail: Detail,
+    /// The session's user, when one was established (also on `USER_MISMATCH`).
+    pub user_id: Option<String>,
+    /// Upstream request headers to set, overwriting any the client sent (allow only).
+    pub set_headers: Vec<(String, String)>,
+    /// Upstream request headers to remove (allow only).
+    pub remove_headers: Vec<String>,
+    /// `Set-Cookie` values from Better Auth for the client (allow and deny).
+    pub set_cookies: Vec<String>,
+}
+
+// === impl Decision ===
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        self.reason.is_allow()
+    }
+
+    /// A deny with no cookies and no user.
+    pub fn deny(reason: Reason, detail: Detail) -> Self {
+        debug_assert!(!reason.is_allow());
+        Decision {
+            reason,
+            detail,
+            user_id: None,
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+            set_cookies: Vec::new(),
+        }
+    }
+
+    /// An allow that strips every identity header the client may have sent.
+    fn allow_anonymous(reason: Reason, identity: &IdentityHeaders) -> Self {
+        Decision {
+            reason,
+            detail: Detail::None,
+            user_id: None,
+            set_headers: Vec::new(),
+            remove_headers: identity.all().map(str::to_owned).collect(),
+            set_cookies: Vec::new(),
+        }
+    }
+}
+
+// === impl IdentityHeaders ===
+
+impl IdentityHeaders {
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        [&self.user_id, &self.email, &self.name]
+            .into_iter()
+            .map(String::as_str)
+    }
+}
+
+/// Step one: everything that can be decided without Better Auth.
+pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
+    let path = match NormalPath::parse(req.path) {
+        Ok(path) => path,
+        Err(PathError::NotAbsolute) if req.path.is_empty() => {
+            return Plan::Done(Decision::deny(
+                Reason::BadRequest,
+                Detail::MissingOriginalUri,
+            ));
+        }
+        Err(_) => return Plan::Done(Decision::deny(Reason::BadRequest, Detail::InvalidPath)),
+    };
+
+    if policy.public_paths.iter().any(|p| p.matches(&path)) {
+        return Plan::Done(Decision::allow_anonymous(
+            Reason::PublicPath,
+            &policy.identity,
+        ));
+    }
+
+    if policy.allow_preflight && is_preflight(req) {
+        return Plan::Done(Decision::allow_anonymous(
+            Reason::Preflight,
+            &policy.identity,
+        ));
+    }
+
+    let cookie_bytes: usize = req.cookies.iter().map(|c| c.len()).sum();
+    if cookie_bytes > MAX_COOKIE_HEADER_BYTES {
+        return Plan::Done(Decision::deny(
+            Reason::HeadersTooLarge,
+            Detail::CookieHeaderTooLarge,
+        ));
+    }
+
+    let cookies = BetterAuthCookies::parse(&policy.cookie_prefix, req.cookies.iter().copied());
+    match cookies.verdict() {
+        CookieVerdict::Missing => Plan::Done(Decision::deny(
+            Reason::SessionRequired,
+            Detail::NoSessionCookie,
+        )),
+        CookieVerdict::Malformed => Plan::Done(Decision::deny(
+            Reason::SessionInvalid,
+            Detail::MalformedSessionCookie,
+        )),
+        CookieVerdict::Plausible => Plan::Lookup(Pending {
+            query: SessionQuery {
+                cookie_header: cookies.header,
+                client_addr: req.client_addr.map(str::to_owned),
+                user_agent: req.user_agent.map(str::to_owned),
+            },
+            path,
+        }),
+    }
+}
+
+/// Step two: the lookup's outcome, at time `now`, becomes the decision.
+pub fn decide(
+    policy: &Policy,
+    pending: Pending,
+    lookup: SessionLookup,
+    now: OffsetDateTime,
+) -> Decision {
+    let (user, expires_at, set_cookies) = match lookup {
+        SessionLookup::Valid {
+            user,
+            expires_at,
+            set_cookies,
+        } => (user, expires_at, set_cookies),
+        SessionLookup::NoSession { set_cookies } => {
+            return Decision {
+                set_cookies,
+                ..Decision::deny(Reason::SessionInvalid, Detail::SessionNotFound)
+            };
+        }
+        SessionLookup::Unavailable(detail) => {
+            return Decision::deny(Reason::AuthUnavailable, detail);
+        }
+        SessionLookup::BadAnswer => {
+            return Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer);
+        }
+    };
+
+    if expires_at <= now {
+        return Decision {
+            set_cookies,
+            ..Decision::deny(Reason::SessionInvalid, Detail::SessionExpired)
+        };
+    }
+
+    // The id goes into a header and is compared with paths: it must be a clean header value.
+    if !is_header_safe(&user.id) {
+        return Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer);
+    }
+
+    if let Some(pattern) = &policy.user_path
+        && let Some(segment) = pattern.user_segment(&pending.path)
+        && segment != user.id
+    {
+        return Decision {
+            user_id: Some(user.id),
+            set_cookies,
+            ..Decision::deny(Reason::UserMismatch, Detail::PathOwnedByOtherUser)
+        };
+    }
+
+    let mut set_headers = vec![(policy.identity.user_id.clone(), user.id.clone())];
+    let mut remove_headers = Vec::new();
+    for (name, value) in [
+        (&policy.identity.email, user.email),
+        (&policy.identity.name, user.name),
+    ] {
+        match value.filter(|v| is_header_safe(v)) {
+            Some(v) => set_headers.push((name.clone(), v)),
+            // A missing (or unsendable) value must not leave a client-sent header in place.
+            None => remove_headers.push(name.clone()),
+        }
+    }
+
+    Decision {
+        reason: Reason::SessionValid,
+        detail: Detail::None,
+        user_id: Some(user.id),
+        set_headers,
+        remove_headers,
+        set_cookies,
+    }
+}
+
+/// A real CORS preflight: OPTIONS with `Origin` and `Access-Control-Request-Method`. Browsers
+/// never attach cookies to it, so it cannot carry a session.
+fn is_preflight(req: &CheckRequest<'_>) -> bool {
+    req.method.eq_ignore_ascii_case("OPTIONS")
+        && req.origin.is_some_and(|v| !v.is_empty())
+        && req
+            .access_control_request_method
+            .is_some_and(|v| !v.is_empty())
+}
+
+/// Non-empty, no control bytes: what both Envoy and nginx accept as a header value.
+/// Non-ASCII (UTF-8 names) passes: both proxies carry it as opaque bytes.
+fn is_header_safe(v: &str) -> bool {
+    !v.is_empty() && !v.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests;

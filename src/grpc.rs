@@ -1,0 +1,209 @@
+//! The Envoy adapter: `envoy.service.auth.v3.Authorization/Check` over gRPC (tonic).
+//!
+//! Translates a `CheckRequest` into the core's [`CheckRequest`](crate::decision::CheckRequest)
+//! and the core's [`Decision`] back into a `CheckResponse`. Every decision, deny included, is an
+//! OK gRPC response: a tonic `Err(Status)` would be an *error* to Envoy, which then drops our
+//! status, body and cookies and applies `status_on_error`. Only this module knows tonic and
+//! Envoy types.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use crate::authorizer::Authorizer;
+use crate::decision::{self, Decision};
+use crate::metrics::Transport;
+use crate::reason::{Detail, Reason};
+
+/// The tonic service. Cheap to clone.
+#[derive(Clone)]
+pub struct ExtAuthz {
+    authorizer: Arc<Authorizer>,
+}
+
+impl ExtAuthz {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        ExtAuthz { authorizer }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let check = request.into_inner();
+        let decision = match http_request(&check) {
+            Some(http) => {
+                let headers = Headers::of(http);
+                let cookies = headers.all("cookie");
+                let client_addr = client_address(&check).or_else(|| {
+                    headers
+                        .first("x-forwarded-for")
+                        .and_then(|xff| xff.rsplit(',').next().map(|a| a.trim().to_owned()))
+                        .filter(|a| !a.is_empty())
+                        .map(Cow::Owned)
+                });
+                let origin = headers.first("origin");
+                let preflight_method = headers.first("access-control-request-method");
+                let user_agent = headers.first("user-agent");
+                let req = decision::CheckRequest {
+                    method: &http.method,
+                    path: &http.path,
+                    cookies: cookies.iter().map(|c| c.as_ref()).collect(),
+                    origin: origin.as_deref(),
+                    access_control_request_method: preflight_method.as_deref(),
+                    user_agent: user_agent.as_deref(),
+                    client_addr: client_addr.as_deref(),
+                };
+                self.authorizer.check(Transport::Grpc, &req).await
+            }
+            None => {
+                let d = Decision::deny(Reason::BadRequest, Detail::MissingOriginalUri);
+                tracing::debug!(
+                    transport = "grpc",
+                    reason = d.reason.code(),
+                    "check without attributes.request.http"
+                );
+                d
+            }
+        };
+        Ok(Response::new(check_response(&decision)))
+    }
+}
+
+fn http_request(check: &CheckRequest) -> Option<&HttpRequest> {
+    check.attributes.as_ref()?.request.as_ref()?.http.as_ref()
+}
+
+/// The downstream peer Envoy saw (`attributes.source.address`): with `use_remote_address`, the
+/// real client, unlike a client-sent `X-Forwarded-For`.
+fn client_address(check: &CheckRequest) -> Option<Cow<'_, str>> {
+    let address = check
+        .attributes
+        .as_ref()?
+        .source
+        .as_ref()?
+        .address
+        .as_ref()?
+        .address
+        .as_ref()?;
+    match address {
+        Address::SocketAddress(socket) if !socket.address.is_empty() => {
+            Some(Cow::Borrowed(socket.address.as_str()))
+        }
+        _ => None,
+    }
+}
+
+/// Request headers from `headers` (lower-case keys, repeated headers joined with `,`), or from
+/// `header_map` when Envoy sends raw headers (`encode_raw_headers: true`).
+enum Headers<'a> {
+    Map(&'a std::collections::HashMap<String, String>),
+    Raw(&'a [HeaderValue]),
+}
+
+// === impl Headers ===
+
+impl<'a> Headers<'a> {
+    fn of(http: &'a HttpRequest) -> Self {
+        match &http.header_map {
+            Some(map) if http.headers.is_empty() => Headers::Raw(&map.headers),
+            _ => Headers::Map(&http.headers),
+        }
+    }
+
+    fn all(&self, name: &str) -> Vec<Cow<'a, str>> {
+        match self {
+            Headers::Map(map) => map
+                .get(name)
+                .map(|v| Cow::Borrowed(v.as_str()))
+                .into_iter()
+                .collect(),
+            Headers::Raw(list) => list
+                .iter()
+                .filter(|h| h.key.eq_ignore_ascii_case(name))
+                .map(raw_value)
+                .collect(),
+        }
+    }
+
+    fn first(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.all(name).into_iter().next()
+    }
+}
+
+/// `raw_value` bytes when set (non-UTF-8 bytes become U+FFFD, which the core refuses to
+/// forward), else `value`.
+fn raw_value(h: &HeaderValue) -> Cow<'_, str> {
+    if h.raw_value.is_empty() {
+        Cow::Borrowed(h.value.as_str())
+    } else {
+        String::from_utf8_lossy(&h.raw_value)
+    }
+}
+
+/// The core's decision as Envoy's `CheckResponse`.
+pub fn check_response(d: &Decision) -> CheckResponse {
+    let status = Some(rpc::Status {
+        code: d.reason.grpc_code() as i32,
+        ..Default::default()
+    });
+    let http_response = if d.is_allow() {
+        HttpResponse::OkResponse(OkHttpResponse {
+            // Overwrite, never append: a client-sent x-user-id must not survive next to ours.
+            headers: d
+                .set_headers
+                .iter()
+                .map(|(k, v)| header(k, v, false))
+                .collect(),
+            headers_to_remove: d.remove_headers.clone(),
+            // One entry per cookie, appended: "set" would keep only the last one.
+            response_headers_to_add: d
+                .set_cookies
+                .iter()
+                .map(|c| header("set-cookie", c, true))
+                .collect(),
+            ..Default::default()
+        })
+    } else {
+        let mut headers = vec![header("content-type", "application/json", false)];
+        headers.extend(d.set_cookies.iter().map(|c| header("set-cookie", c, true)));
+        HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(d.reason.http_status()),
+            }),
+            headers,
+            body: d.reason.deny_body(d.detail),
+        })
+    };
+    CheckResponse {
+        status,
+        http_response: Some(http_response),
+        ..Default::default()
+    }
+}
+
+/// Envoy's ext_authz reads the deprecated `append` flag on this path (`append_action` is
+/// ignored there), so it is set explicitly: `false` overwrites, `true` appends.
+#[allow(deprecated)]
+fn header(key: &str, value: &str, append: bool) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            ..Default::default()
+        }),
+        append: Some(BoolValue { value: append }),
+        ..Default::default()
+    }
+}

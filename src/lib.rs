@@ -1,0 +1,231 @@
+//! better-authz: Envoy ext_authz (gRPC) and nginx `auth_request` (HTTP) in front of Better Auth.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, validated in one pass into a typed [`Config`].
+//! - [`reason`]: the one table from a decision reason to HTTP status, gRPC code, code and
+//!   message.
+//! - [`decision`]: the pure core: request + session lookup outcome → [`decision::Decision`].
+//!   Uses [`cookies`] (which cookies are Better Auth's) and [`path`] (normalisation, public
+//!   prefixes, the user-id pattern).
+//! - [`better_auth`]: the only code that talks to Better Auth; returns typed outcomes.
+//! - [`authorizer`]: plan → lookup → decide, plus metrics and the decision log line.
+//! - [`grpc`] and [`http`]: thin adapters from Envoy's `CheckRequest` and from nginx's
+//!   subrequest to the core and back.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the Prometheus registry.
+//! - [`telemetry`]: logging set-up.
+//!
+//! [`run`] serves all three listeners until the shutdown future completes; listeners are bound
+//! by the caller so tests can bind port 0.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod authorizer;
+pub mod better_auth;
+pub mod config;
+pub mod cookies;
+pub mod decision;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod path;
+pub mod reason;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Readiness;
+use crate::authorizer::Authorizer;
+use crate::better_auth::{BetterAuthClient, ClientOptions};
+pub use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// The three listeners, bound before [`run`] so that callers choose ports (tests use port 0).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+    pub admin: TcpListener,
+}
+
+// === impl Listeners ===
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Self, Error> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            grpc: bind(config.grpc_addr, "gRPC").await?,
+            http: bind(config.http_addr, "HTTP").await?,
+            admin: bind(config.admin_addr, "admin").await?,
+        })
+    }
+
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        Ok((
+            self.grpc.local_addr()?,
+            self.http.local_addr()?,
+            self.admin.local_addr()?,
+        ))
+    }
+}
+
+#[derive(Debug)]
+pub enum Error {
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    Setup(String),
+    Serve(&'static str, String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Bind { what, addr, source } => {
+                write!(f, "cannot listen for {what} on {addr}: {source}")
+            }
+            Error::Setup(why) => write!(f, "set-up failed: {why}"),
+            Error::Serve(what, why) => write!(f, "{what} listener failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Serve the gRPC, HTTP and admin listeners until `shutdown` completes, then stop accepting,
+/// let in-flight checks finish (bounded by `config.shutdown_timeout`) and return.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let metrics = Metrics::new().map_err(|e| Error::Setup(e.to_string()))?;
+    let client = BetterAuthClient::new(ClientOptions {
+        session_url: config.session_url.clone(),
+        ok_url: config.ok_url.clone(),
+        timeout: config.upstream_timeout,
+        pool_max_idle: config.upstream_pool_max_idle,
+    })
+    .map_err(|e| Error::Setup(e.to_string()))?;
+    let readiness = Arc::new(Readiness::default());
+    let authorizer = Authorizer::new(config.policy.clone(), client.clone(), metrics.clone());
+
+    let stop_checks = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+
+    let probe = tokio::spawn(probe_loop(client, readiness.clone(), stop_checks.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<grpc::ExtAuthz>>()
+        .await;
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(grpc::ExtAuthz::new(
+            authorizer.clone(),
+        )))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            stop_checks.clone().cancelled_owned(),
+        );
+    let grpc_task = tokio::spawn(async move {
+        grpc_server
+            .await
+            .map_err(|e| Error::Serve("gRPC", e.to_string()))
+    });
+
+    let http_app = http::router(authorizer).into_make_service_with_connect_info::<SocketAddr>();
+    let http_stop = stop_checks.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(listeners.http, http_app)
+            .with_graceful_shutdown(http_stop.cancelled_owned())
+            .await
+            .map_err(|e| Error::Serve("HTTP", e.to_string()))
+    });
+
+    let admin_app = admin::router(readiness.clone(), metrics);
+    let admin_stop = stop_admin.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(listeners.admin, admin_app)
+            .with_graceful_shutdown(admin_stop.cancelled_owned())
+            .await
+            .map_err(|e| Error::Serve("admin", e.to_string()))
+    });
+
+    // Serve until asked to stop, or until a listener dies (then stop the rest).
+    let mut grpc_task = grpc_task;
+    let mut http_task = http_task;
+    let early = tokio::select! {
+        () = shutdown => None,
+        r = &mut grpc_task => Some(flatten(r)),
+        r = &mut http_task => Some(flatten(r)),
+    };
+
+    tracing::info!("shutting down: draining in-flight checks");
+    readiness.start_shutdown();
+    health
+        .set_not_serving::<AuthorizationServer<grpc::ExtAuthz>>()
+        .await;
+    stop_checks.cancel();
+    let drain = async {
+        let mut result = Ok(());
+        if early.is_none() || !grpc_task.is_finished() {
+            result = result.and(flatten(grpc_task.await));
+        }
+        if !http_task.is_finished() || early.is_none() {
+            result = result.and(flatten(http_task.await));
+        }
+        result
+    };
+    let drained = tokio::time::timeout(config.shutdown_timeout, drain).await;
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    let _ = probe.await;
+
+    if let Some(Err(e)) = early {
+        return Err(e);
+    }
+    match drained {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = config.shutdown_timeout.as_millis() as u64,
+                "in-flight checks did not finish before the shutdown timeout"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn flatten(r: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
+    r.map_err(|e| Error::Serve("task", e.to_string()))?
+}
+
+/// Probe Better Auth's `/ok` until stopped; readiness follows the answers.
+async fn probe_loop(client: BetterAuthClient, readiness: Arc<Readiness>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(admin::PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let ok = client.probe().await;
+                if !ok {
+                    tracing::debug!("Better Auth /ok probe failed");
+                }
+                readiness.record_probe(ok);
+            }
+        }
+    }
+}

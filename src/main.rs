@@ -1,0 +1,80 @@
+//! The `better-authz` binary: parse configuration, set up logging, bind, [`better_authz::run`].
+
+use std::process::ExitCode;
+
+use better_authz::config::{Args, Config};
+use better_authz::{Listeners, run, telemetry};
+use clap::Parser;
+
+/// Exit code for invalid configuration (as clap uses for usage errors).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::from_args(&args) {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!("better-authz: invalid configuration:");
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init_logging(config.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("better-authz: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "better-authz stopped");
+            eprintln!("better-authz: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), better_authz::Error> {
+    for (key, value) in config.summary() {
+        tracing::info!(key, value, "configuration");
+    }
+    let listeners = Listeners::bind(&config).await?;
+    if let Ok((grpc, http, admin)) = listeners.addrs() {
+        tracing::info!(%grpc, %http, %admin, "listening");
+    }
+    run(config, listeners, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,162 @@
+//! Prometheus metrics, served on the admin listener.
+//!
+//! Labels are closed sets (transport, decision, reason code, lookup outcome): no label ever
+//! carries a user id, path, cookie or token, so cardinality stays bounded whatever traffic does.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::better_auth::Outcome;
+use crate::reason::Reason;
+
+/// Which adapter a check came through.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+// === impl Transport ===
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Latency buckets in seconds: fine below a millisecond (the service's own cost), coarse up to
+/// a second (Better Auth round trips and timeouts).
+const BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// Handles the request path records into. Cheap to clone (each metric is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    check_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    upstream_inflight: IntGauge,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "better_authz_decisions_total",
+                "Authorization decisions by transport, verdict and reason code",
+            ),
+            &["transport", "decision", "reason"],
+        )?;
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "better_authz_check_duration_seconds",
+                "Time to answer one check, Better Auth call included",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["transport"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "better_authz_better_auth_request_duration_seconds",
+                "Duration of Better Auth session lookups by outcome",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["outcome"],
+        )?;
+        let upstream_inflight = IntGauge::new(
+            "better_authz_better_auth_inflight",
+            "Better Auth session lookups in flight",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("better_authz_build_info", "Build information; always 1"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(check_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_inflight.clone()))?;
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        // Every series exists from the start, so rates and ratios are defined at zero.
+        for transport in Transport::ALL {
+            check_duration.with_label_values(&[transport.label()]);
+            for reason in Reason::ALL {
+                decisions.with_label_values(&[transport.label(), verdict(reason), reason.code()]);
+            }
+        }
+        for outcome in Outcome::ALL {
+            upstream_duration.with_label_values(&[outcome.label()]);
+        }
+
+        Ok(Metrics {
+            registry,
+            decisions,
+            check_duration,
+            upstream_duration,
+            upstream_inflight,
+        })
+    }
+
+    pub fn record_check(&self, transport: Transport, reason: Reason, seconds: f64) {
+        self.decisions
+            .with_label_values(&[transport.label(), verdict(reason), reason.code()])
+            .inc();
+        self.check_duration
+            .with_label_values(&[transport.label()])
+            .observe(seconds);
+    }
+
+    pub fn record_lookup(&self, outcome: Outcome, seconds: f64) {
+        self.upstream_duration
+            .with_label_values(&[outcome.label()])
+            .observe(seconds);
+    }
+
+    /// Counts a lookup in flight until the guard drops (also when the check is cancelled).
+    pub fn inflight(&self) -> InflightGuard {
+        self.upstream_inflight.inc();
+        InflightGuard(self.upstream_inflight.clone())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(%error, "metrics could not be encoded");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+pub struct InflightGuard(IntGauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn verdict(reason: Reason) -> &'static str {
+    if reason.is_allow() { "allow" } else { "deny" }
+}

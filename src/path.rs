@@ -1,0 +1,186 @@
+//! Request paths as the back end will route them, public prefixes, and the user-id pattern.
+//!
+//! The proxies hand us the raw request target (Envoy: `:path` with the query; nginx:
+//! `$request_uri`), not the path they route on. We normalise it the way the proxies as shipped
+//! and common back ends (Starlette/FastAPI, Express) read it, so a rule cannot be dodged by
+//! spelling the same path differently:
+//!
+//! 1. the query (`?…`) and fragment (`#…`) are cut off and never take part in matching;
+//! 2. each segment is percent-decoded (`%61` is `a`, `%2e%2e` is `..`);
+//! 3. empty segments are dropped (`//` is `/`, as with `merge_slashes`);
+//! 4. `.` segments are dropped and `..` removes the previous one (RFC 3986 §5.2.4);
+//! 5. a segment that decodes to something with `/`, `\`, a control byte or invalid UTF-8 is
+//!    ambiguous (servers disagree on it), and the request is refused rather than guessed.
+//!
+//! Matching is by whole segments: `/api/auth/` covers `/api/auth` and `/api/auth/x` but never
+//! `/api/authz`. Each rule errs towards denying: public prefixes compare case-sensitively (as
+//! the proxies route them, so `/API/auth/` is not public), while the user-id pattern's literal
+//! segments compare ASCII case-insensitively (so `/API/u2/` is still checked). The user id
+//! itself compares exactly.
+
+use percent_encoding::percent_decode_str;
+
+/// A normalised path: decoded segments, no empty, `.` or `..` ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalPath {
+    segments: Vec<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// Not origin-form (`/…`): `*`, an absolute URL, or empty.
+    NotAbsolute,
+    /// A segment decodes to bytes that are not UTF-8.
+    BadEncoding,
+    /// A segment decodes to `/` or `\`: the back end may split there, we would not.
+    EncodedSeparator,
+    /// A control byte (NUL, CR, LF, DEL…) in a decoded segment.
+    ControlByte,
+}
+
+// === impl NormalPath ===
+
+impl NormalPath {
+    /// Normalise a raw request target (path, optionally with query and fragment).
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        let end = raw.find(['?', '#']).unwrap_or(raw.len());
+        let path = &raw[..end];
+        if !path.starts_with('/') {
+            return Err(PathError::NotAbsolute);
+        }
+        let mut segments: Vec<String> = Vec::new();
+        for raw_segment in path.split('/') {
+            let decoded = percent_decode_str(raw_segment)
+                .decode_utf8()
+                .map_err(|_| PathError::BadEncoding)?;
+            if decoded.contains(['/', '\\']) {
+                return Err(PathError::EncodedSeparator);
+            }
+            if decoded.chars().any(char::is_control) {
+                return Err(PathError::ControlByte);
+            }
+            match &*decoded {
+                "" | "." => {}
+                ".." => {
+                    segments.pop();
+                }
+                _ => segments.push(decoded.into_owned()),
+            }
+        }
+        Ok(NormalPath { segments })
+    }
+
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    fn starts_with(&self, prefix: &[String]) -> bool {
+        self.segments.len() >= prefix.len() && self.segments.iter().zip(prefix).all(|(s, p)| s == p)
+    }
+}
+
+/// A public path prefix (`AUTHZ_PUBLIC_PATHS`), matched segment-wise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPrefix {
+    segments: Vec<String>,
+}
+
+// === impl PathPrefix ===
+
+impl PathPrefix {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.contains(['?', '#']) {
+            return Err(format!("{raw:?} must be a path without query or fragment"));
+        }
+        let path = NormalPath::parse(raw)
+            .map_err(|e| format!("{raw:?} is not a usable path prefix ({e:?})"))?;
+        if path.segments.is_empty() {
+            return Err(format!(
+                "{raw:?} would make every path public; remove the variable to protect nothing \
+                 less, or name the prefixes"
+            ));
+        }
+        Ok(PathPrefix {
+            segments: path.segments,
+        })
+    }
+
+    pub fn matches(&self, path: &NormalPath) -> bool {
+        path.starts_with(&self.segments)
+    }
+}
+
+/// `AUTHZ_USER_PATH_PATTERN`: literal segments and exactly one `{user_id}` segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserPathPattern {
+    segments: Vec<PatternSegment>,
+    user_index: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PatternSegment {
+    Literal(String),
+    UserId,
+}
+
+pub const USER_ID_PLACEHOLDER: &str = "{user_id}";
+
+// === impl UserPathPattern ===
+
+impl UserPathPattern {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if !raw.starts_with('/') {
+            return Err(format!("{raw:?} must start with '/'"));
+        }
+        if raw.contains(['?', '#', '%']) {
+            return Err(format!(
+                "{raw:?} must be a plain path: no query, fragment or percent-encoding"
+            ));
+        }
+        let mut segments = Vec::new();
+        let mut user_index = None;
+        for part in raw.split('/').filter(|s| !s.is_empty()) {
+            if part == USER_ID_PLACEHOLDER {
+                if user_index.is_some() {
+                    return Err(format!("{raw:?} has more than one {USER_ID_PLACEHOLDER}"));
+                }
+                user_index = Some(segments.len());
+                segments.push(PatternSegment::UserId);
+            } else if part.contains(['{', '}']) {
+                return Err(format!(
+                    "{raw:?}: only a whole segment {USER_ID_PLACEHOLDER} is a placeholder, \
+                     found {part:?}"
+                ));
+            } else if part == "." || part == ".." {
+                return Err(format!("{raw:?} must not contain dot segments"));
+            } else {
+                segments.push(PatternSegment::Literal(part.to_owned()));
+            }
+        }
+        let user_index = user_index.ok_or_else(|| {
+            format!("{raw:?} must contain the segment {USER_ID_PLACEHOLDER}, e.g. /api/{USER_ID_PLACEHOLDER}/")
+        })?;
+        Ok(UserPathPattern {
+            segments,
+            user_index,
+        })
+    }
+
+    /// The (decoded) user id segment when `path` matches the pattern.
+    pub fn user_segment<'p>(&self, path: &'p NormalPath) -> Option<&'p str> {
+        if path.segments.len() < self.segments.len() {
+            return None;
+        }
+        for (pattern, segment) in self.segments.iter().zip(&path.segments) {
+            if let PatternSegment::Literal(lit) = pattern
+                && !lit.eq_ignore_ascii_case(segment)
+            {
+                return None;
+            }
+        }
+        Some(path.segments[self.user_index].as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests;

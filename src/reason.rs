@@ -1,0 +1,305 @@
+//! The one table that maps every decision reason to its HTTP status, gRPC code, stable reason
+//! code (also the metrics label) and the message a client may see.
+//!
+//! Adapters never pick a status themselves: they ask the [`Reason`] of a decision. Adding a
+//! reason means adding one row here and nothing else.
+
+use serde::Serialize;
+
+/// Why a check ended the way it did. The variant's code is stable: it is the `error_code` of
+/// deny bodies, the `reason` label of metrics and the `reason` field of decision logs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The path is under a configured public prefix: no session needed.
+    PublicPath,
+    /// A real CORS preflight (OPTIONS + Origin + Access-Control-Request-Method).
+    Preflight,
+    /// Better Auth confirmed an unexpired session.
+    SessionValid,
+    /// The request carries no Better Auth session cookie (or one that cannot be a signed token).
+    SessionRequired,
+    /// Better Auth answered that the session is missing, invalid, signed out or expired.
+    SessionInvalid,
+    /// The path names another user (`AUTHZ_USER_PATH_PATTERN`).
+    UserMismatch,
+    /// Better Auth could not be asked: refused, timed out, 5xx, 429, or we shed load.
+    AuthUnavailable,
+    /// Better Auth answered something that is not a session (bad JSON, redirect, 404…), or an
+    /// invariant of ours broke. Logged; the client learns nothing more.
+    AuthError,
+    /// The check request itself is malformed (no original URI, unusable path).
+    BadRequest,
+    /// The request's cookies or headers exceed what we accept.
+    HeadersTooLarge,
+}
+
+/// Whether the reason lets the request through.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// gRPC status codes used in `CheckResponse.status` (google.rpc.Code values).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum GrpcCode {
+    Ok = 0,
+    InvalidArgument = 3,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+/// One row of the table.
+struct Row {
+    code: &'static str,
+    verdict: Verdict,
+    http_status: u16,
+    grpc: GrpcCode,
+    message: &'static str,
+}
+
+// === impl Reason ===
+
+impl Reason {
+    /// Every reason, for metrics pre-registration and exhaustive tests.
+    pub const ALL: [Reason; 10] = [
+        Reason::PublicPath,
+        Reason::Preflight,
+        Reason::SessionValid,
+        Reason::SessionRequired,
+        Reason::SessionInvalid,
+        Reason::UserMismatch,
+        Reason::AuthUnavailable,
+        Reason::AuthError,
+        Reason::BadRequest,
+        Reason::HeadersTooLarge,
+    ];
+
+    fn row(self) -> Row {
+        use GrpcCode as G;
+        use Verdict::{Allow, Deny};
+        let (code, verdict, http_status, grpc, message) = match self {
+            Reason::PublicPath => ("PUBLIC_PATH", Allow, 200, G::Ok, "public path"),
+            Reason::Preflight => ("PREFLIGHT", Allow, 200, G::Ok, "CORS preflight"),
+            Reason::SessionValid => ("SESSION_VALID", Allow, 200, G::Ok, "session valid"),
+            Reason::SessionRequired => (
+                "SESSION_REQUIRED",
+                Deny,
+                401,
+                G::Unauthenticated,
+                "Authentication required",
+            ),
+            Reason::SessionInvalid => (
+                "SESSION_INVALID",
+                Deny,
+                401,
+                G::Unauthenticated,
+                "Session is invalid or expired",
+            ),
+            Reason::UserMismatch => (
+                "USER_MISMATCH",
+                Deny,
+                403,
+                G::PermissionDenied,
+                "Access to this resource is forbidden",
+            ),
+            Reason::AuthUnavailable => (
+                "AUTH_UNAVAILABLE",
+                Deny,
+                503,
+                G::Unavailable,
+                "Authentication service unavailable, retry later",
+            ),
+            Reason::AuthError => (
+                "AUTH_ERROR",
+                Deny,
+                500,
+                G::Internal,
+                "Authentication failed unexpectedly",
+            ),
+            Reason::BadRequest => (
+                "BAD_REQUEST",
+                Deny,
+                400,
+                G::InvalidArgument,
+                "Malformed request",
+            ),
+            Reason::HeadersTooLarge => (
+                "HEADERS_TOO_LARGE",
+                Deny,
+                431,
+                G::ResourceExhausted,
+                "Request cookies or headers too large",
+            ),
+        };
+        Row {
+            code,
+            verdict,
+            http_status,
+            grpc,
+            message,
+        }
+    }
+
+    /// The stable code: deny bodies' `error_code`, the metrics label.
+    pub fn code(self) -> &'static str {
+        self.row().code
+    }
+
+    pub fn verdict(self) -> Verdict {
+        self.row().verdict
+    }
+
+    pub fn is_allow(self) -> bool {
+        self.verdict() == Verdict::Allow
+    }
+
+    /// The HTTP status the client (or nginx) receives.
+    pub fn http_status(self) -> u16 {
+        self.row().http_status
+    }
+
+    /// The code in `CheckResponse.status`.
+    pub fn grpc_code(self) -> GrpcCode {
+        self.row().grpc
+    }
+
+    /// A fixed, client-safe sentence.
+    pub fn message(self) -> &'static str {
+        self.row().message
+    }
+
+    /// The JSON deny body. `detail` must come from [`Detail`], never from request data.
+    pub fn deny_body(self, detail: Detail) -> String {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error_code: &'a str,
+            message: &'a str,
+            detail: &'a str,
+        }
+        let body = Body {
+            error_code: self.code(),
+            message: self.message(),
+            detail: detail.text(),
+        };
+        // Serialising three &str fields cannot fail; fall back to a fixed body all the same.
+        serde_json::to_string(&body).unwrap_or_else(|_| {
+            r#"{"error_code":"AUTH_ERROR","message":"Authentication failed unexpectedly","detail":""}"#
+                .to_owned()
+        })
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Client-safe explanations. A closed set, so that no request or Better Auth data (cookies,
+/// tokens, bodies) can ever end up in a deny body.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    None,
+    NoSessionCookie,
+    MalformedSessionCookie,
+    SessionNotFound,
+    SessionExpired,
+    PathOwnedByOtherUser,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    UpstreamRateLimited,
+    UpstreamServerError,
+    Overloaded,
+    UpstreamBadAnswer,
+    MissingOriginalUri,
+    InvalidPath,
+    CookieHeaderTooLarge,
+}
+
+// === impl Detail ===
+
+impl Detail {
+    pub fn text(self) -> &'static str {
+        match self {
+            Detail::None => "",
+            Detail::NoSessionCookie => "no Better Auth session cookie in the request",
+            Detail::MalformedSessionCookie => {
+                "the session cookie is not a Better Auth session token"
+            }
+            Detail::SessionNotFound => "Better Auth does not know this session",
+            Detail::SessionExpired => "the session has expired",
+            Detail::PathOwnedByOtherUser => "the path belongs to another user",
+            Detail::UpstreamTimeout => "Better Auth did not answer in time",
+            Detail::UpstreamUnreachable => "Better Auth could not be reached",
+            Detail::UpstreamRateLimited => "Better Auth is rate limiting session checks",
+            Detail::UpstreamServerError => "Better Auth answered with a server error",
+            Detail::Overloaded => "too many session checks in flight",
+            Detail::UpstreamBadAnswer => "Better Auth answered something that is not a session",
+            Detail::MissingOriginalUri => {
+                "no X-Original-URI, X-Original-URL or X-Forwarded-Uri header"
+            }
+            Detail::InvalidPath => "the request path cannot be interpreted unambiguously",
+            Detail::CookieHeaderTooLarge => "the Cookie header exceeds the accepted size",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_are_200_ok_and_denies_are_not() {
+        for r in Reason::ALL {
+            match r.verdict() {
+                Verdict::Allow => {
+                    assert_eq!(r.http_status(), 200, "{r}");
+                    assert_eq!(r.grpc_code(), GrpcCode::Ok, "{r}");
+                }
+                Verdict::Deny => {
+                    assert!(r.http_status() >= 400, "{r}");
+                    assert_ne!(r.grpc_code(), GrpcCode::Ok, "{r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn codes_are_unique_screaming_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.code()), "duplicate code {r}");
+            assert!(r.code().chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        }
+    }
+
+    #[test]
+    fn deny_body_has_the_three_fields() {
+        let body = Reason::UserMismatch.deny_body(Detail::PathOwnedByOtherUser);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error_code"], "USER_MISMATCH");
+        assert_eq!(v["message"], "Access to this resource is forbidden");
+        assert_eq!(v["detail"], "the path belongs to another user");
+        assert_eq!(v.as_object().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn statuses_match_the_contract() {
+        let expect = [
+            (Reason::SessionRequired, 401, GrpcCode::Unauthenticated),
+            (Reason::SessionInvalid, 401, GrpcCode::Unauthenticated),
+            (Reason::UserMismatch, 403, GrpcCode::PermissionDenied),
+            (Reason::AuthUnavailable, 503, GrpcCode::Unavailable),
+            (Reason::AuthError, 500, GrpcCode::Internal),
+            (Reason::BadRequest, 400, GrpcCode::InvalidArgument),
+        ];
+        for (r, status, grpc) in expect {
+            assert_eq!((r.http_status(), r.grpc_code()), (status, grpc), "{r}");
+        }
+    }
+}
