@@ -388,31 +388,36 @@ impl Config {
         })
     }
 
-    /// The effective configuration as `(name, value)` pairs for the start-up log. Nothing in
-    /// it is secret: URLs lose any user info they carried.
-    pub fn summary(&self) -> Vec<(&'static str, String)> {
+    /// The effective configuration as one `key=value` line for the start-up log. Nothing in
+    /// it is secret: the URL loses any user info it carried.
+    pub fn summary(&self) -> String {
         let mut session_url = self.session_url.clone();
         let _ = session_url.set_username("");
         let _ = session_url.set_password(None);
         let p = &self.policy;
-        vec![
-            ("session_url", session_url.to_string()),
-            ("grpc_addr", self.grpc_addr.to_string()),
-            ("http_addr", self.http_addr.to_string()),
-            ("admin_addr", self.admin_addr.to_string()),
-            ("cookie_prefix", p.cookie_prefix.clone()),
-            ("user_path_pattern", format!("{:?}", p.user_path.is_some())),
-            ("public_paths", p.public_paths.len().to_string()),
-            ("allow_preflight", p.allow_preflight.to_string()),
-            (
-                "upstream_timeout_ms",
-                self.upstream_timeout.as_millis().to_string(),
-            ),
-            (
-                "identity_headers",
-                p.identity.all().collect::<Vec<_>>().join(","),
-            ),
-        ]
+        let public: Vec<String> = p.public_paths.iter().map(ToString::to_string).collect();
+        let pattern = p.user_path.as_ref().map(ToString::to_string);
+        format!(
+            "session_url={session_url} grpc_addr={} http_addr={} admin_addr={} cookie_prefix={} \
+             user_path_pattern={} public_paths={} allow_preflight={} upstream_timeout_ms={} \
+             upstream_pool_max_idle={} identity_headers={} log_format={:?} shutdown_timeout_ms={}",
+            self.grpc_addr,
+            self.http_addr,
+            self.admin_addr,
+            p.cookie_prefix,
+            pattern.as_deref().unwrap_or("-"),
+            if public.is_empty() {
+                "-".to_owned()
+            } else {
+                public.join(",")
+            },
+            p.allow_preflight,
+            self.upstream_timeout.as_millis(),
+            self.upstream_pool_max_idle,
+            p.identity.all().collect::<Vec<_>>().join(","),
+            self.log_format,
+            self.shutdown_timeout.as_millis(),
+        )
     }
 }
 

@@ -44,9 +44,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), better_authz::Error> {
-    for (key, value) in config.summary() {
-        tracing::info!(key, value, "configuration");
-    }
+    tracing::info!(config = %config.summary(), "configuration");
     let listeners = Listeners::bind(&config).await?;
     if let Ok((grpc, http, admin)) = listeners.addrs() {
         tracing::info!(%grpc, %http, %admin, "listening");

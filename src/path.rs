@@ -110,6 +110,15 @@ impl PathPrefix {
     }
 }
 
+impl std::fmt::Display for PathPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for segment in &self.segments {
+            write!(f, "/{segment}")?;
+        }
+        f.write_str("/")
+    }
+}
+
 /// `AUTHZ_USER_PATH_PATTERN`: literal segments and exactly one `{user_id}` segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserPathPattern {
@@ -179,6 +188,18 @@ impl UserPathPattern {
             }
         }
         Some(path.segments[self.user_index].as_str())
+    }
+}
+
+impl std::fmt::Display for UserPathPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for segment in &self.segments {
+            match segment {
+                PatternSegment::Literal(lit) => write!(f, "/{lit}")?,
+                PatternSegment::UserId => write!(f, "/{USER_ID_PLACEHOLDER}")?,
+            }
+        }
+        f.write_str("/")
     }
 }
 

@@ -193,3 +193,19 @@ fn booleans() {
         );
     }
 }
+
+#[test]
+fn summary_shows_the_effective_configuration() {
+    let mut a = args();
+    a.better_auth_url = Some("http://user:pw@auth.internal:3000".into());
+    a.public_paths = Some("/api/auth/, /healthz".into());
+    a.user_path_pattern = Some("/API/{user_id}".into());
+    let s = Config::from_args(&a).unwrap().summary();
+    assert!(
+        s.contains("session_url=http://auth.internal:3000/api/auth/get-session"),
+        "{s}"
+    );
+    assert!(s.contains("public_paths=/api/auth/,/healthz/"), "{s}");
+    assert!(s.contains("user_path_pattern=/API/{user_id}/"), "{s}");
+    assert!(!s.contains("pw"), "{s}");
+}

@@ -1,0 +1,868 @@
+//! The real service, in-process on port 0, driven through both transports (a tonic client
+//! speaking Envoy's `Check`, and an HTTP client speaking nginx's `auth_request`) against a
+//! **stand-in Better Auth** on loopback whose every answer the test controls.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// One expectation, checked through both transports.
+struct Expect {
+    status: u16,
+    code: &'static str,
+    /// Better Auth calls made by one check.
+    calls: usize,
+    /// Identity set on allow: user id (`None` for anonymous allows and denies).
+    user: Option<&'static str>,
+    cookies: Vec<&'static str>,
+}
+
+fn deny(status: u16, code: &'static str, calls: usize) -> Expect {
+    Expect {
+        status,
+        code,
+        calls,
+        user: None,
+        cookies: vec![],
+    }
+}
+
+/// Check `path` with `cookie` through gRPC and HTTP against a fresh stand-in answering
+/// `behavior`.
+async fn check_both(
+    behavior: Behavior,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    want: Expect,
+) {
+    let stand_in = StandIn::start(behavior).await;
+    check_both_with(
+        &stand_in,
+        base_args(&stand_in.url()),
+        method,
+        path,
+        cookie,
+        &want,
+    )
+    .await;
+}
+
+async fn check_both_with(
+    stand_in: &StandIn,
+    args: better_authz::config::Args,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    want: &Expect,
+) {
+    let mut service = Service::start(args).await;
+    let ctx = format!("{method} {path} expecting {} {}", want.status, want.code);
+
+    // --- gRPC, as Envoy asks.
+    let before = stand_in.calls();
+    let mut headers = vec![("user-agent", "test-agent/1"), ("x-user-id", "spoofed")];
+    if let Some(c) = cookie {
+        headers.push(("cookie", c));
+    }
+    let resp = service
+        .grpc_client()
+        .await
+        .check(envoy_check(method, path, &headers))
+        .await
+        .unwrap_or_else(|s| panic!("{ctx}: a decision must be an OK gRPC response, got {s:?}"))
+        .into_inner();
+    let a = flatten(resp);
+    assert_eq!(a.http_status, i32::from(want.status), "grpc {ctx}");
+    assert_eq!(
+        stand_in.calls() - before,
+        want.calls,
+        "grpc Better Auth calls, {ctx}"
+    );
+    assert_eq!(a.cookies, want.cookies, "grpc cookies, {ctx}");
+    if want.status == 200 {
+        assert_eq!(a.grpc_code, 0, "grpc {ctx}");
+        match want.user {
+            Some(user) => {
+                assert_eq!(a.header("x-user-id"), Some(user), "grpc {ctx}");
+                assert_eq!(
+                    a.header("x-user-email"),
+                    Some(&*format!("{user}@example.com"))
+                );
+                assert_eq!(a.header("x-user-name"), Some(&*format!("User {user}")));
+                assert!(
+                    a.set.iter().all(|(_, _, append)| *append == Some(false)),
+                    "overwrite, {ctx}"
+                );
+            }
+            None => {
+                assert!(a.set.is_empty(), "grpc anonymous allow sets nothing, {ctx}");
+                for h in ["x-user-id", "x-user-email", "x-user-name"] {
+                    assert!(a.removed.iter().any(|r| r == h), "grpc removes {h}, {ctx}");
+                }
+            }
+        }
+    } else {
+        assert_ne!(a.grpc_code, 0, "grpc {ctx}");
+        assert_eq!(a.error_code(), want.code, "grpc {ctx}");
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        assert!(a.body["message"].is_string() && a.body["detail"].is_string());
+        assert!(
+            !a.body.to_string().contains(TOKEN),
+            "grpc body leaks the token, {ctx}"
+        );
+    }
+
+    // --- HTTP, as nginx asks.
+    let before = stand_in.calls();
+    let mut req = reqwest::Client::new()
+        .get(service.http_url())
+        .header("x-original-uri", path)
+        .header("x-original-method", method)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("user-agent", "test-agent/1")
+        .header("x-user-id", "spoofed");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, want.status, "http {ctx}: {body}");
+    assert_eq!(
+        stand_in.calls() - before,
+        want.calls,
+        "http Better Auth calls, {ctx}"
+    );
+    let cookies: Vec<&str> = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies, want.cookies, "http cookies, {ctx}");
+    if want.status == 200 {
+        assert_eq!(
+            headers.get("x-user-id").map(|v| v.to_str().unwrap()),
+            want.user,
+            "http identity, {ctx}"
+        );
+        assert!(body.is_empty());
+    } else {
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON deny body");
+        assert_eq!(v["error_code"], want.code, "http {ctx}");
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(headers.get("x-user-id").is_none());
+        assert!(!body.contains(TOKEN), "http body leaks the token, {ctx}");
+    }
+
+    service.stop().await.expect("clean shutdown");
+}
+
+fn c() -> String {
+    session_cookie()
+}
+
+#[tokio::test]
+async fn valid_session_on_own_path_allows_with_identity() {
+    let want = Expect {
+        status: 200,
+        code: "SESSION_VALID",
+        calls: 1,
+        user: Some("u1"),
+        cookies: vec![],
+    };
+    check_both(valid("u1"), "GET", "/api/u1/tasks?x=1", Some(&c()), want).await;
+}
+
+#[tokio::test]
+async fn refreshed_cookies_reach_the_client_on_allow() {
+    let behavior = Behavior::Valid {
+        user_id: "u1".into(),
+        expires_in: 3600,
+        set_cookies: vec![
+            "better-auth.session_token=new.sig; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax"
+                .into(),
+            "better-auth.session_data=abc; Max-Age=300; Path=/; HttpOnly".into(),
+        ],
+    };
+    let want = Expect {
+        status: 200,
+        code: "SESSION_VALID",
+        calls: 1,
+        user: Some("u1"),
+        cookies: vec![
+            "better-auth.session_token=new.sig; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax",
+            "better-auth.session_data=abc; Max-Age=300; Path=/; HttpOnly",
+        ],
+    };
+    check_both(behavior, "POST", "/api/u1/tasks", Some(&c()), want).await;
+}
+
+#[tokio::test]
+async fn another_users_path_is_forbidden() {
+    check_both(
+        valid("u1"),
+        "GET",
+        "/api/u2/tasks",
+        Some(&c()),
+        deny(403, "USER_MISMATCH", 1),
+    )
+    .await;
+    check_both(
+        valid("u1"),
+        "GET",
+        "/api/u1/../u2/tasks",
+        Some(&c()),
+        deny(403, "USER_MISMATCH", 1),
+    )
+    .await;
+    check_both(
+        valid("u1"),
+        "GET",
+        "/api/%75%32/tasks",
+        Some(&c()),
+        deny(403, "USER_MISMATCH", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn no_cookie_is_401_without_calling_better_auth() {
+    check_both(
+        valid("u1"),
+        "GET",
+        "/api/u1/tasks",
+        None,
+        deny(401, "SESSION_REQUIRED", 0),
+    )
+    .await;
+    check_both(
+        valid("u1"),
+        "GET",
+        "/api/u1/tasks",
+        Some("theme=dark"),
+        deny(401, "SESSION_REQUIRED", 0),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_cookie_that_cannot_be_a_token_is_401_without_calling_better_auth() {
+    let cookie = "better-auth.session_token=not-signed";
+    check_both(
+        valid("u1"),
+        "GET",
+        "/api/u1/tasks",
+        Some(cookie),
+        deny(401, "SESSION_INVALID", 0),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn null_session_is_401_and_clearing_cookies_pass() {
+    let behavior = Behavior::Null {
+        set_cookies: vec!["better-auth.session_token=; Max-Age=0; Path=/".into()],
+    };
+    let mut want = deny(401, "SESSION_INVALID", 1);
+    want.cookies = vec!["better-auth.session_token=; Max-Age=0; Path=/"];
+    check_both(behavior, "GET", "/api/u1/tasks", Some(&c()), want).await;
+}
+
+#[tokio::test]
+async fn expired_session_is_401() {
+    let behavior = Behavior::Valid {
+        user_id: "u1".into(),
+        expires_in: -5,
+        set_cookies: vec![],
+    };
+    check_both(
+        behavior,
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        deny(401, "SESSION_INVALID", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn better_auth_401_is_session_invalid() {
+    check_both(
+        Behavior::Status(401),
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        deny(401, "SESSION_INVALID", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limited_is_503_never_401() {
+    check_both(
+        Behavior::Status(429),
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        deny(503, "AUTH_UNAVAILABLE", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn server_errors_are_503() {
+    for status in [500, 502, 503] {
+        check_both(
+            Behavior::Status(status),
+            "GET",
+            "/api/u1/tasks",
+            Some(&c()),
+            deny(503, "AUTH_UNAVAILABLE", 1),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn slow_better_auth_is_503_within_the_deadline() {
+    let stand_in = StandIn::start(Behavior::Slow(
+        Duration::from_secs(5),
+        Box::new(valid("u1")),
+    ))
+    .await;
+    let mut args = base_args(&stand_in.url());
+    args.upstream_timeout_ms = Some("200".into());
+    let start = Instant::now();
+    check_both_with(
+        &stand_in,
+        args,
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        &deny(503, "AUTH_UNAVAILABLE", 1),
+    )
+    .await;
+    // Two checks at 200 ms each plus start-up: far below the stand-in's 5 s.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_is_503() {
+    // A port that was bound and released: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stand_in = StandIn::start(valid("u1")).await; // only for call counting: never reached
+    let args = base_args(&format!("http://127.0.0.1:{port}"));
+    check_both_with(
+        &stand_in,
+        args,
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        &deny(503, "AUTH_UNAVAILABLE", 0),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_body_is_500() {
+    check_both(
+        Behavior::Garbage,
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        deny(500, "AUTH_ERROR", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn huge_body_is_500() {
+    check_both(
+        Behavior::Huge(5 * 1024 * 1024),
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        deny(500, "AUTH_ERROR", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redirect_is_not_followed_and_is_500() {
+    check_both(
+        Behavior::Redirect,
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        deny(500, "AUTH_ERROR", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unexpected_status_is_500() {
+    check_both(
+        Behavior::Status(404),
+        "GET",
+        "/api/u1/tasks",
+        Some(&c()),
+        deny(500, "AUTH_ERROR", 1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn public_paths_allow_without_session_and_strip_identity() {
+    let want = Expect {
+        status: 200,
+        code: "PUBLIC_PATH",
+        calls: 0,
+        user: None,
+        cookies: vec![],
+    };
+    check_both(
+        Behavior::Status(500),
+        "POST",
+        "/api/auth/sign-in/email",
+        None,
+        want,
+    )
+    .await;
+    // A dot segment cannot borrow the public prefix.
+    check_both(
+        Behavior::Status(500),
+        "GET",
+        "/api/auth/../u1/tasks",
+        None,
+        deny(401, "SESSION_REQUIRED", 0),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cors_preflight_is_allowed_without_session() {
+    let stand_in = StandIn::start(Behavior::Status(500)).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let headers = [
+        ("origin", "http://app.example"),
+        ("access-control-request-method", "POST"),
+        ("x-user-id", "spoofed"),
+    ];
+    let a = flatten(
+        service
+            .grpc_client()
+            .await
+            .check(envoy_check("OPTIONS", "/api/u1/tasks", &headers))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!((a.grpc_code, a.http_status), (0, 200));
+    assert!(a.removed.contains(&"x-user-id".to_string()));
+
+    let resp = reqwest::Client::new()
+        .get(service.http_url())
+        .header("x-original-uri", "/api/u1/tasks")
+        .header("x-original-method", "OPTIONS")
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-user-id").is_none());
+    assert_eq!(stand_in.calls(), 0);
+}
+
+#[tokio::test]
+async fn better_auth_receives_only_its_cookies_and_the_client_facts() {
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let cookie = format!("_ga=GA1; {}; better-auth.session_data=xyz; theme=dark", c());
+    let headers = [
+        ("cookie", cookie.as_str()),
+        ("user-agent", "Mozilla/5.0 test"),
+    ];
+    service
+        .grpc_client()
+        .await
+        .check(envoy_check("GET", "/api/u1/tasks", &headers))
+        .await
+        .unwrap();
+    let seen = stand_in.last_seen();
+    assert_eq!(
+        seen.get_all("cookie").iter().collect::<Vec<_>>(),
+        [format!("{}; better-auth.session_data=xyz", c()).as_str()]
+    );
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9");
+    assert_eq!(seen["user-agent"], "Mozilla/5.0 test");
+    assert_eq!(seen["accept"], "application/json");
+
+    // Through HTTP the client address is the last X-Forwarded-For entry (the proxy's own).
+    reqwest::Client::new()
+        .get(service.http_url())
+        .header("x-original-uri", "/api/u1/tasks")
+        .header("x-forwarded-for", "10.9.9.9, 198.51.100.4")
+        .header("cookie", c())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stand_in.last_seen()["x-forwarded-for"], "198.51.100.4");
+}
+
+#[tokio::test]
+async fn envoy_joins_repeated_cookie_headers_with_commas() {
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let session = c();
+    // Two Cookie header lines arrive as one value joined with ','.
+    let headers = [("cookie", "theme=dark"), ("cookie", session.as_str())];
+    let a = flatten(
+        service
+            .grpc_client()
+            .await
+            .check(envoy_check("GET", "/api/u1/tasks", &headers))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(a.http_status, 200);
+    assert_eq!(stand_in.last_seen()["cookie"], session.as_str());
+}
+
+#[tokio::test]
+async fn raw_header_map_is_read_when_headers_is_empty() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let mut check = envoy_check("GET", "/api/u1/tasks", &[]);
+    let http = check
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.header_map = Some(HeaderMap {
+        headers: vec![
+            HeaderValue {
+                key: "cookie".into(),
+                raw_value: b"theme=dark".to_vec(),
+                ..Default::default()
+            },
+            HeaderValue {
+                key: "Cookie".into(),
+                raw_value: c().into_bytes(),
+                ..Default::default()
+            },
+        ],
+    });
+    let a = flatten(
+        service
+            .grpc_client()
+            .await
+            .check(check)
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!((a.http_status, a.header("x-user-id")), (200, Some("u1")));
+
+    // Non-UTF-8 bytes in the session cookie: refused, Better Auth not asked.
+    let mut check = envoy_check("GET", "/api/u1/tasks", &[]);
+    check
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap()
+        .header_map = Some(HeaderMap {
+        headers: vec![HeaderValue {
+            key: "cookie".into(),
+            raw_value: b"better-auth.session_token=a.b\xff\xfe".to_vec(),
+            ..Default::default()
+        }],
+    });
+    let before = stand_in.calls();
+    let a = flatten(
+        service
+            .grpc_client()
+            .await
+            .check(check)
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!((a.http_status, a.error_code()), (401, "SESSION_INVALID"));
+    assert_eq!(stand_in.calls(), before);
+}
+
+#[tokio::test]
+async fn http_without_original_uri_is_400() {
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let resp = reqwest::Client::new()
+        .get(service.http_url())
+        .header("cookie", c())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(v["error_code"], "BAD_REQUEST");
+    assert_eq!(stand_in.calls(), 0);
+
+    // gRPC without attributes.request.http is a BAD_REQUEST decision, still an OK response.
+    let a = flatten(
+        service
+            .grpc_client()
+            .await
+            .check(envoy_types::ext_authz::v3::pb::CheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!((a.http_status, a.error_code()), (400, "BAD_REQUEST"));
+}
+
+#[tokio::test]
+async fn ingress_nginx_and_traefik_headers_name_the_original_request() {
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let client = reqwest::Client::new();
+    let cases = [
+        (
+            "x-original-url",
+            "https://app.example/api/u2/tasks?a=1",
+            "x-original-method",
+            403,
+        ),
+        (
+            "x-original-url",
+            "https://app.example/api/u1/tasks",
+            "x-original-method",
+            200,
+        ),
+        (
+            "x-forwarded-uri",
+            "/api/u2/tasks",
+            "x-forwarded-method",
+            403,
+        ),
+        (
+            "x-forwarded-uri",
+            "/api/u1/tasks",
+            "x-forwarded-method",
+            200,
+        ),
+    ];
+    for (uri_header, uri, method_header, status) in cases {
+        let resp = client
+            .post(service.http_url())
+            .header(uri_header, uri)
+            .header(method_header, "GET")
+            .header("cookie", c())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{uri_header}: {uri}");
+    }
+}
+
+#[tokio::test]
+async fn cookie_header_over_the_limit_is_refused_without_a_call() {
+    let big = format!("{}; pad={}", c(), "x".repeat(20 * 1024));
+    check_both(
+        valid("u1"),
+        "GET",
+        "/api/u1/tasks",
+        Some(&big),
+        deny(431, "HEADERS_TOO_LARGE", 0),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn readiness_follows_better_auth_and_shutdown() {
+    let stand_in = StandIn::start(valid("u1")).await;
+    let mut service = Service::start(base_args(&stand_in.url())).await;
+    wait_ready(&service).await;
+    let client = reqwest::Client::new();
+    let healthz = client
+        .get(service.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+    service.stop().await.unwrap();
+    // After shutdown the admin listener is closed.
+    assert!(
+        client
+            .get(service.admin_url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // Never ready while Better Auth's /ok fails.
+    *stand_in.state.ok_status.lock().unwrap() = 503;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let readyz = client
+        .get(service.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+}
+
+#[tokio::test]
+async fn grpc_health_reports_serving() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for name in ["", "envoy.service.auth.v3.Authorization"] {
+        let resp = health
+            .check(HealthCheckRequest {
+                service: name.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.status, 1, "SERVING for {name:?}");
+    }
+}
+
+#[tokio::test]
+async fn in_flight_checks_finish_on_shutdown() {
+    let stand_in = StandIn::start(Behavior::Slow(
+        Duration::from_millis(300),
+        Box::new(valid("u1")),
+    ))
+    .await;
+    let mut args = base_args(&stand_in.url());
+    args.upstream_timeout_ms = Some("2000".into());
+    let mut service = Service::start(args).await;
+    let mut client = service.grpc_client().await;
+    let session = c();
+    let in_flight = tokio::spawn(async move {
+        let headers = [("cookie", session.as_str())];
+        client
+            .check(envoy_check("GET", "/api/u1/tasks", &headers))
+            .await
+    });
+    // Let the check reach the stand-in, then ask the service to stop.
+    for _ in 0..100 {
+        if stand_in.calls() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    service.stop().await.unwrap();
+    let a = flatten(
+        in_flight
+            .await
+            .unwrap()
+            .expect("answered, not cut off")
+            .into_inner(),
+    );
+    assert_eq!((a.http_status, a.header("x-user-id")), (200, Some("u1")));
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_by_reason() {
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let mut grpc = service.grpc_client().await;
+    let session = c();
+    let with = [("cookie", session.as_str())];
+    grpc.check(envoy_check("GET", "/api/u1/tasks", &with))
+        .await
+        .unwrap();
+    grpc.check(envoy_check("GET", "/api/u1/tasks", &with))
+        .await
+        .unwrap();
+    grpc.check(envoy_check("GET", "/api/u2/tasks", &with))
+        .await
+        .unwrap();
+    grpc.check(envoy_check("GET", "/api/u1/tasks", &[]))
+        .await
+        .unwrap();
+    reqwest::Client::new()
+        .get(service.http_url())
+        .header("x-original-uri", "/api/auth/ok")
+        .send()
+        .await
+        .unwrap();
+    let text = reqwest::get(service.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |labels: &str| -> f64 {
+        let prefix = format!("better_authz_decisions_total{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no series {labels}\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        count(r#"decision="allow",reason="SESSION_VALID",transport="grpc""#),
+        2.0
+    );
+    assert_eq!(
+        count(r#"decision="deny",reason="USER_MISMATCH",transport="grpc""#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"decision="deny",reason="SESSION_REQUIRED",transport="grpc""#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"decision="allow",reason="PUBLIC_PATH",transport="http""#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"decision="deny",reason="AUTH_UNAVAILABLE",transport="grpc""#),
+        0.0
+    );
+    assert!(
+        text.contains(
+            "better_authz_better_auth_request_duration_seconds_count{outcome=\"valid\"} 3"
+        )
+    );
+    assert!(text.contains("better_authz_check_duration_seconds_bucket"));
+    assert!(text.contains("better_authz_build_info{version="));
+    assert!(
+        !text.contains(TOKEN) && !text.contains("u1"),
+        "no token or user id in labels"
+    );
+}

@@ -1,0 +1,379 @@
+//! Test harness: a **stand-in Better Auth** the tests control (for the answers a real one will
+//! not give on demand: slow, garbage, 5xx, 429, redirects, huge bodies), and the real service
+//! started in-process on port 0 through the same `run` the binary calls.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Response, StatusCode};
+use axum::routing::get;
+use better_authz::config::{Args, Config};
+use better_authz::{Listeners, run};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, SocketAddress, address, socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use tokio::sync::oneshot;
+
+/// A well-formed Better Auth session cookie value (token.signature, URL-encoded).
+pub const TOKEN: &str = "Zx9TokenValue42.c2lnbmF0dXJlLXZhbHVl%2Bx%3D";
+
+pub fn session_cookie() -> String {
+    format!("better-auth.session_token={TOKEN}")
+}
+
+/// What the stand-in answers on `GET /api/auth/get-session`.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// 200 with a session for this user, expiring in `expires_in` seconds (negative: expired).
+    Valid {
+        user_id: String,
+        expires_in: i64,
+        set_cookies: Vec<String>,
+    },
+    /// 200 `null` (with optional clearing cookies), as for a forged or signed-out session.
+    Null { set_cookies: Vec<String> },
+    /// This status with a JSON `null` body.
+    Status(u16),
+    /// Wait this long, then answer as `then`.
+    Slow(Duration, Box<Behavior>),
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// 200 with a body of this many bytes.
+    Huge(usize),
+    /// 302 to another host.
+    Redirect,
+}
+
+pub struct StandInState {
+    pub behavior: Mutex<Behavior>,
+    pub calls: AtomicUsize,
+    pub seen: Mutex<Vec<HeaderMap>>,
+    pub ok_status: Mutex<u16>,
+}
+
+/// A stand-in Better Auth on loopback.
+pub struct StandIn {
+    pub addr: SocketAddr,
+    pub state: Arc<StandInState>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl StandIn {
+    pub async fn start(behavior: Behavior) -> StandIn {
+        let state = Arc::new(StandInState {
+            behavior: Mutex::new(behavior),
+            calls: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+            ok_status: Mutex::new(200),
+        });
+        let app = Router::new()
+            .route("/api/auth/get-session", get(get_session))
+            .route("/api/auth/ok", get(ok))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        StandIn {
+            addr,
+            state,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, behavior: Behavior) {
+        *self.state.behavior.lock().unwrap() = behavior;
+    }
+
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> HeaderMap {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn ok(State(state): State<Arc<StandInState>>) -> Response<Body> {
+    let status = *state.ok_status.lock().unwrap();
+    Response::builder()
+        .status(status)
+        .body(Body::from(r#"{"ok":true}"#))
+        .unwrap()
+}
+
+async fn get_session(State(state): State<Arc<StandInState>>, headers: HeaderMap) -> Response<Body> {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    state.seen.lock().unwrap().push(headers);
+    let behavior = state.behavior.lock().unwrap().clone();
+    answer(behavior).await
+}
+
+fn answer(
+    behavior: Behavior,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
+    Box::pin(async move {
+        let json = |status: u16, body: String, cookies: &[String]| {
+            let mut b = Response::builder()
+                .status(status)
+                .header("content-type", "application/json");
+            for c in cookies {
+                b = b.header("set-cookie", c);
+            }
+            b.body(Body::from(body)).unwrap()
+        };
+        match behavior {
+            Behavior::Valid {
+                user_id,
+                expires_in,
+                set_cookies,
+            } => {
+                let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(expires_in);
+                let expires = expires
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap();
+                let body = serde_json::json!({
+                    "session": {"id": "s1", "userId": user_id, "token": TOKEN, "expiresAt": expires,
+                                "ipAddress": "", "userAgent": "", "createdAt": expires, "updatedAt": expires},
+                    "user": {"id": user_id, "email": format!("{user_id}@example.com"),
+                             "name": format!("User {user_id}"), "emailVerified": false, "image": null},
+                });
+                json(200, body.to_string(), &set_cookies)
+            }
+            Behavior::Null { set_cookies } => json(200, "null".into(), &set_cookies),
+            Behavior::Status(status) => json(status, "null".into(), &[]),
+            Behavior::Slow(delay, then) => {
+                tokio::time::sleep(delay).await;
+                answer(*then).await
+            }
+            Behavior::Garbage => json(200, format!("<html>{TOKEN}</html>"), &[]),
+            Behavior::Huge(n) => json(200, "x".repeat(n), &[]),
+            Behavior::Redirect => Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", "http://198.51.100.1/elsewhere")
+                .body(Body::empty())
+                .unwrap(),
+        }
+    })
+}
+
+pub fn valid(user_id: &str) -> Behavior {
+    Behavior::Valid {
+        user_id: user_id.into(),
+        expires_in: 3600,
+        set_cookies: vec![],
+    }
+}
+
+/// The real service, in-process on port 0.
+pub struct Service {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), better_authz::Error>>>,
+}
+
+pub fn base_args(better_auth_url: &str) -> Args {
+    Args {
+        better_auth_url: Some(better_auth_url.into()),
+        grpc_addr: Some("127.0.0.1:0".into()),
+        http_addr: Some("127.0.0.1:0".into()),
+        admin_addr: Some("127.0.0.1:0".into()),
+        public_paths: Some("/api/auth/".into()),
+        user_path_pattern: Some("/api/{user_id}/".into()),
+        upstream_timeout_ms: Some("300".into()),
+        ..Default::default()
+    }
+}
+
+impl Service {
+    pub async fn start(args: Args) -> Service {
+        let config = Config::from_args(&args).expect("valid test config");
+        let listeners = Listeners::bind(&config).await.expect("bind port 0");
+        let (grpc, http, admin) = listeners.addrs().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(config, listeners, async {
+            let _ = stopped.await;
+        }));
+        Service {
+            grpc,
+            http,
+            admin,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Signal shutdown and wait for `run` to return.
+    pub async fn stop(&mut self) -> Result<(), better_authz::Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("run task"),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn grpc_client(&self) -> AuthorizationClient<tonic::transport::Channel> {
+        AuthorizationClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connect gRPC")
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}/auth", self.http)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+/// A `CheckRequest` as Envoy builds it.
+pub fn envoy_check(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut map = std::collections::HashMap::new();
+    for (k, v) in headers {
+        // Envoy joins repeated headers with ','.
+        map.entry(k.to_ascii_lowercase())
+            .and_modify(|e: &mut String| {
+                e.push(',');
+                e.push_str(v);
+            })
+            .or_insert_with(|| v.to_string());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: "203.0.113.9".into(),
+                        port_specifier: Some(PortSpecifier::PortValue(51234)),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    host: "app.example".into(),
+                    scheme: "http".into(),
+                    headers: map,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// What a `CheckResponse` says, flattened for assertions.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub grpc_code: i32,
+    pub http_status: i32,
+    pub body: serde_json::Value,
+    /// (name, value, append)
+    pub set: Vec<(String, String, Option<bool>)>,
+    pub removed: Vec<String>,
+    pub cookies: Vec<String>,
+}
+
+impl Answer {
+    pub fn error_code(&self) -> &str {
+        self.body["error_code"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.set
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, v, _)| v.as_str())
+    }
+}
+
+#[allow(deprecated)]
+pub fn flatten(resp: CheckResponse) -> Answer {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    let mut a = Answer {
+        grpc_code: resp.status.map(|s| s.code).unwrap_or(-1),
+        ..Default::default()
+    };
+    match resp.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            a.http_status = 200;
+            for h in ok.headers {
+                let hv = h.header.unwrap();
+                a.set.push((hv.key, hv.value, h.append.map(|b| b.value)));
+            }
+            a.removed = ok.headers_to_remove;
+            for h in ok.response_headers_to_add {
+                let hv = h.header.unwrap();
+                assert_eq!(hv.key, "set-cookie");
+                assert_eq!(h.append.map(|b| b.value), Some(true), "cookies must append");
+                a.cookies.push(hv.value);
+            }
+        }
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            a.http_status = denied.status.map(|s| s.code).unwrap_or(0);
+            for h in denied.headers {
+                let hv = h.header.unwrap();
+                if hv.key == "set-cookie" {
+                    assert_eq!(h.append.map(|b| b.value), Some(true), "cookies must append");
+                    a.cookies.push(hv.value);
+                } else {
+                    a.set.push((hv.key, hv.value, h.append.map(|b| b.value)));
+                }
+            }
+            a.body = serde_json::from_str(&denied.body).expect("deny body is JSON");
+        }
+        Some(other) => panic!("unexpected response kind {other:?}"),
+        None => {}
+    }
+    a
+}
+
+/// Wait until `/readyz` answers 200 (the first Better Auth probe runs at start-up).
+pub async fn wait_ready(service: &Service) {
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = client.get(service.admin_url("/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("service never became ready");
+}
