@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use time::OffsetDateTime;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::better_auth::{BetterAuthClient, Outcome};
 use crate::decision::{self, CheckRequest, Decision, Plan, Policy, SessionLookup, SessionQuery};
 use crate::metrics::{Metrics, Transport};
 use crate::reason::Reason;
+use crate::telemetry::{self, TraceHeaders};
 
 /// Shared by every connection of both transports.
 pub struct Authorizer {
@@ -34,37 +37,100 @@ impl Authorizer {
     }
 
     /// Answer one check. Never fails: every error is a deny.
-    pub async fn check(&self, transport: Transport, req: &CheckRequest<'_>) -> Decision {
+    pub async fn check(
+        &self,
+        transport: Transport,
+        req: &CheckRequest<'_>,
+        trace: TraceHeaders<'_>,
+    ) -> Decision {
         let start = Instant::now();
-        let decision = match decision::plan(&self.policy, req) {
-            Plan::Done(decision) => decision,
-            Plan::Lookup(pending) => {
-                let lookup = self.lookup(&pending.query).await;
-                decision::decide(&self.policy, pending, lookup, OffsetDateTime::now_utc())
+        let span = tracing::info_span!(
+            "authz.check",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            authz.transport = transport.label(),
+            authz.decision = Empty,
+            authz.reason = Empty,
+            http.response.status_code = Empty,
+            enduser.id = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        telemetry::set_parent(&span, trace);
+        let (trace_id, span_id) = telemetry::ids(&span, trace);
+        if let Some(id) = &trace_id {
+            span.record("trace_id", id.as_str());
+        }
+        if let Some(id) = &span_id {
+            span.record("span_id", id.as_str());
+        }
+
+        let decision = async {
+            match decision::plan(&self.policy, req) {
+                Plan::Done(decision) => decision,
+                Plan::Lookup(pending) => {
+                    let lookup = self.lookup(&pending.query, trace).await;
+                    decision::decide(&self.policy, pending, lookup, OffsetDateTime::now_utc())
+                }
             }
-        };
+        }
+        .instrument(span.clone())
+        .await;
+
         let elapsed = start.elapsed();
         self.metrics
             .record_check(transport, decision.reason, elapsed.as_secs_f64());
-        log_decision(transport, req, &decision, elapsed.as_micros());
+        span.record("authz.decision", verdict(&decision));
+        span.record("authz.reason", decision.reason.code());
+        span.record("http.response.status_code", decision.reason.http_status());
+        if decision.is_allow()
+            && let Some(user) = &decision.user_id
+        {
+            span.record("enduser.id", user.as_str());
+        }
+        if matches!(decision.reason, Reason::AuthError | Reason::AuthUnavailable) {
+            span.record("otel.status_code", "ERROR");
+        }
+        span.in_scope(|| log_decision(transport, req, &decision, elapsed.as_micros()));
         decision
     }
 
-    async fn lookup(&self, query: &SessionQuery) -> SessionLookup {
+    async fn lookup(&self, query: &SessionQuery, trace: TraceHeaders<'_>) -> SessionLookup {
         let _inflight = self.metrics.inflight();
+        let span = tracing::info_span!(
+            "better_auth.get_session",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "GET",
+            better_auth.outcome = Empty,
+        );
+        let outgoing = telemetry::outgoing(&span, trace);
         let start = Instant::now();
-        let lookup = self.client.lookup(query).await;
+        let lookup = self
+            .client
+            .lookup(query, &outgoing)
+            .instrument(span.clone())
+            .await;
+        let outcome = Outcome::of(&lookup);
+        span.record("better_auth.outcome", outcome.label());
+        if matches!(outcome, Outcome::Unavailable | Outcome::Error) {
+            span.record("otel.status_code", "ERROR");
+        }
         self.metrics
-            .record_lookup(Outcome::of(&lookup), start.elapsed().as_secs_f64());
+            .record_lookup(outcome, start.elapsed().as_secs_f64());
         lookup
     }
+}
+
+fn verdict(d: &Decision) -> &'static str {
+    if d.is_allow() { "allow" } else { "deny" }
 }
 
 /// One line per decision: debug for the expected ones, warn where an operator should look.
 /// Never a cookie or token: the request's cookies are not among the fields.
 fn log_decision(transport: Transport, req: &CheckRequest<'_>, d: &Decision, latency_us: u128) {
     let path = req.path.split(['?', '#']).next().unwrap_or_default();
-    let decision = if d.is_allow() { "allow" } else { "deny" };
+    let decision = verdict(d);
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(

@@ -86,6 +86,7 @@ impl Outcome {
 
 impl BetterAuthClient {
     pub fn new(options: ClientOptions) -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             // A redirect from the session endpoint is a misconfiguration, never a session.
             .redirect(reqwest::redirect::Policy::none())
@@ -99,14 +100,19 @@ impl BetterAuthClient {
     }
 
     /// Ask Better Auth whether the cookies carry a session.
-    pub async fn lookup(&self, query: &SessionQuery) -> SessionLookup {
-        match tokio::time::timeout(self.options.timeout, self.call(query)).await {
+    /// `trace` holds the W3C headers (`traceparent`, `tracestate`) of the lookup's span.
+    pub async fn lookup(
+        &self,
+        query: &SessionQuery,
+        trace: &[(&'static str, String)],
+    ) -> SessionLookup {
+        match tokio::time::timeout(self.options.timeout, self.call(query, trace)).await {
             Ok(lookup) => lookup,
             Err(_elapsed) => SessionLookup::Unavailable(Detail::UpstreamTimeout),
         }
     }
 
-    async fn call(&self, query: &SessionQuery) -> SessionLookup {
+    async fn call(&self, query: &SessionQuery, trace: &[(&'static str, String)]) -> SessionLookup {
         let Ok(cookie) = HeaderValue::from_str(&query.cookie_header) else {
             // The core only forwards visible ASCII; this cannot happen, and denies if it does.
             return SessionLookup::BadAnswer;
@@ -130,6 +136,12 @@ impl BetterAuthClient {
             // Better Auth's rate limiter keys on the first X-Forwarded-For value: give it the
             // real client, so one busy user cannot exhaust everyone's bucket.
             request = request.header("x-forwarded-for", addr);
+        }
+
+        for (name, value) in trace {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                request = request.header(*name, value);
+            }
         }
 
         let response = match request.send().await {
@@ -183,6 +195,12 @@ impl BetterAuthClient {
             _ => false,
         }
     }
+}
+
+/// reqwest is built without a bundled crypto provider: install ring, process-wide. Installing
+/// twice is a harmless no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn classify_send_error(error: &reqwest::Error) -> Detail {

@@ -28,6 +28,12 @@ pub const ENV_HEADER_USER_EMAIL: &str = "AUTHZ_HEADER_USER_EMAIL";
 pub const ENV_HEADER_USER_NAME: &str = "AUTHZ_HEADER_USER_NAME";
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "AUTHZ_SHUTDOWN_TIMEOUT_MS";
+// The standard OpenTelemetry variables (read by us, so that bad values stop start-up too).
+pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const ENV_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+pub const ENV_OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+pub const ENV_OTEL_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+pub const ENV_OTEL_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 
 /// Better Auth's default endpoint; `/api/auth/session` does not exist.
 pub const DEFAULT_SESSION_PATH: &str = "/api/auth/get-session";
@@ -50,6 +56,12 @@ pub const DEFAULT_HEADER_USER_NAME: &str = "x-user-name";
 /// Kubernetes gives a pod 30 s by default; draining checks (each bounded by the upstream
 /// timeout) takes far less, 10 s leaves room for the preStop wait.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+
+/// The OpenTelemetry specification's default protocol.
+pub const DEFAULT_OTLP_PROTOCOL: &str = "http/protobuf";
+pub const DEFAULT_OTEL_SERVICE_NAME: &str = "better-authz";
+/// The specification's default: follow the proxy's sampling decision, sample new traces.
+pub const DEFAULT_OTEL_SAMPLER: &str = "parentbased_always_on";
 
 /// Upper bound on the Better Auth deadline: a check that waits longer helps nobody.
 const MAX_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
@@ -131,12 +143,64 @@ pub struct Args {
     /// [default: 10000]
     #[arg(long, env = ENV_SHUTDOWN_TIMEOUT_MS)]
     pub shutdown_timeout_ms: Option<String>,
+
+    /// OTLP collector base URL, e.g. http://otel-collector:4317 (gRPC) or :4318 (HTTP); unset:
+    /// no trace export at all [default: unset]
+    #[arg(long, env = ENV_OTLP_ENDPOINT)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// OTLP protocol: grpc or http/protobuf [default: http/protobuf]
+    #[arg(long, env = ENV_OTLP_PROTOCOL)]
+    pub otel_exporter_otlp_protocol: Option<String>,
+
+    /// service.name of exported spans [default: better-authz]
+    #[arg(long, env = ENV_OTEL_SERVICE_NAME)]
+    pub otel_service_name: Option<String>,
+
+    /// Sampler: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off, parentbased_traceidratio [default: parentbased_always_on]
+    #[arg(long, env = ENV_OTEL_SAMPLER)]
+    pub otel_traces_sampler: Option<String>,
+
+    /// Sampling ratio 0..=1 for the *traceidratio samplers [default: 1.0]
+    #[arg(long, env = ENV_OTEL_SAMPLER_ARG)]
+    pub otel_traces_sampler_arg: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum SamplerConfig {
+    AlwaysOn,
+    AlwaysOff,
+    TraceIdRatio(f64),
+    ParentBasedAlwaysOn,
+    ParentBasedAlwaysOff,
+    ParentBasedTraceIdRatio(f64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Otlp {
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+}
+
+/// Trace export; `otlp: None` means no exporter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelemetryConfig {
+    pub otlp: Option<Otlp>,
+    pub service_name: String,
+    pub sampler: SamplerConfig,
 }
 
 /// The validated configuration, passed explicitly to whatever needs it.
@@ -152,6 +216,7 @@ pub struct Config {
     pub upstream_pool_max_idle: usize,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
+    pub telemetry: TelemetryConfig,
 }
 
 /// One bad variable and what is wrong with it.
@@ -324,6 +389,8 @@ impl Config {
             ),
         );
 
+        let telemetry = parse_telemetry(args, &mut p);
+
         let (
             Some((session_url, ok_url)),
             Some(grpc_addr),
@@ -340,6 +407,7 @@ impl Config {
             Some(name),
             Some(log_format),
             Some(shutdown_timeout),
+            Some(telemetry),
         ) = (
             urls,
             grpc_addr,
@@ -356,6 +424,7 @@ impl Config {
             name,
             log_format,
             shutdown_timeout,
+            telemetry,
         )
         else {
             // Every `None` above recorded its problem.
@@ -385,6 +454,7 @@ impl Config {
             upstream_pool_max_idle,
             log_format,
             shutdown_timeout,
+            telemetry,
         })
     }
 
@@ -400,7 +470,8 @@ impl Config {
         format!(
             "session_url={session_url} grpc_addr={} http_addr={} admin_addr={} cookie_prefix={} \
              user_path_pattern={} public_paths={} allow_preflight={} upstream_timeout_ms={} \
-             upstream_pool_max_idle={} identity_headers={} log_format={:?} shutdown_timeout_ms={}",
+             upstream_pool_max_idle={} identity_headers={} log_format={:?} shutdown_timeout_ms={} \
+             otlp={}",
             self.grpc_addr,
             self.http_addr,
             self.admin_addr,
@@ -417,7 +488,76 @@ impl Config {
             p.identity.all().collect::<Vec<_>>().join(","),
             self.log_format,
             self.shutdown_timeout.as_millis(),
+            match &self.telemetry.otlp {
+                None => "off".to_owned(),
+                Some(otlp) => format!(
+                    "{:?}:{}:{}",
+                    otlp.protocol,
+                    redact_userinfo(&otlp.endpoint),
+                    self.telemetry.service_name
+                ),
+            },
         )
+    }
+}
+
+fn parse_telemetry(args: &Args, p: &mut Problems) -> Option<TelemetryConfig> {
+    let set = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let protocol_text =
+        set(&args.otel_exporter_otlp_protocol).unwrap_or(DEFAULT_OTLP_PROTOCOL.into());
+    let protocol = p.check(
+        ENV_OTLP_PROTOCOL,
+        match protocol_text.as_str() {
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            other => Err(format!("{other:?} is not grpc or http/protobuf")),
+        },
+    );
+    let endpoint = match set(&args.otel_exporter_otlp_endpoint) {
+        None => Some(None),
+        Some(raw) => p.check(
+            ENV_OTLP_ENDPOINT,
+            parse_base_url(&raw).map(|_| Some(raw.clone())),
+        ),
+    };
+    let ratio = match set(&args.otel_traces_sampler_arg) {
+        None => Some(1.0),
+        Some(raw) => p.check(
+            ENV_OTEL_SAMPLER_ARG,
+            raw.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| format!("{raw:?} is not a ratio between 0 and 1")),
+        ),
+    };
+    let sampler_text = set(&args.otel_traces_sampler).unwrap_or(DEFAULT_OTEL_SAMPLER.into());
+    let sampler = p.check(
+        ENV_OTEL_SAMPLER,
+        match sampler_text.as_str() {
+            "always_on" => Ok(SamplerConfig::AlwaysOn),
+            "always_off" => Ok(SamplerConfig::AlwaysOff),
+            "traceidratio" => Ok(SamplerConfig::TraceIdRatio(ratio.unwrap_or(1.0))),
+            "parentbased_always_on" => Ok(SamplerConfig::ParentBasedAlwaysOn),
+            "parentbased_always_off" => Ok(SamplerConfig::ParentBasedAlwaysOff),
+            "parentbased_traceidratio" => {
+                Ok(SamplerConfig::ParentBasedTraceIdRatio(ratio.unwrap_or(1.0)))
+            }
+            other => Err(format!("{other:?} is not a supported sampler")),
+        },
+    );
+    let service_name = set(&args.otel_service_name).unwrap_or(DEFAULT_OTEL_SERVICE_NAME.into());
+    match (endpoint, protocol, sampler, ratio) {
+        (Some(endpoint), Some(protocol), Some(sampler), Some(_)) => Some(TelemetryConfig {
+            otlp: endpoint.map(|endpoint| Otlp { endpoint, protocol }),
+            service_name,
+            sampler,
+        }),
+        _ => None,
     }
 }
 
@@ -433,6 +573,17 @@ fn parse_base_url(raw: &str) -> Result<url::Url, String> {
         return Err(format!("{raw:?} must not have a query or fragment"));
     }
     Ok(url)
+}
+
+fn redact_userinfo(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => "<invalid>".to_owned(),
+    }
 }
 
 fn parse_endpoint_path(raw: &str) -> Result<String, String> {

@@ -22,6 +22,7 @@ use crate::authorizer::Authorizer;
 use crate::decision::{self, Decision};
 use crate::metrics::Transport;
 use crate::reason::{Detail, Reason};
+use crate::telemetry::TraceHeaders;
 
 /// The tonic service. Cheap to clone.
 #[derive(Clone)]
@@ -65,7 +66,13 @@ impl Authorization for ExtAuthz {
                     user_agent: user_agent.as_deref(),
                     client_addr: client_addr.as_deref(),
                 };
-                self.authorizer.check(Transport::Grpc, &req).await
+                let traceparent = headers.first("traceparent");
+                let tracestate = headers.first("tracestate");
+                let trace = TraceHeaders {
+                    traceparent: traceparent.as_deref(),
+                    tracestate: tracestate.as_deref(),
+                };
+                self.authorizer.check(Transport::Grpc, &req, trace).await
             }
             None => {
                 let d = Decision::deny(Reason::BadRequest, Detail::MissingOriginalUri);

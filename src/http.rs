@@ -24,6 +24,7 @@ use crate::authorizer::Authorizer;
 use crate::decision::{CheckRequest, Decision};
 use crate::metrics::Transport;
 use crate::reason::{Detail, Reason};
+use crate::telemetry::TraceHeaders;
 
 pub const AUTH_PATH: &str = "/auth";
 
@@ -70,7 +71,11 @@ async fn auth(
         user_agent: user_agent.as_deref(),
         client_addr: Some(&client_addr),
     };
-    let decision = authorizer.check(Transport::Http, &req).await;
+    let trace = TraceHeaders {
+        traceparent: text_ref(&headers, "traceparent"),
+        tracestate: text_ref(&headers, "tracestate"),
+    };
+    let decision = authorizer.check(Transport::Http, &req, trace).await;
     response(&decision)
 }
 

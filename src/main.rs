@@ -10,6 +10,8 @@ use clap::Parser;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before any TLS-capable client (Better Auth's, the OTLP exporter's) is built.
+    better_authz::better_auth::install_crypto_provider();
     let args = Args::parse();
     let config = match Config::from_args(&args) {
         Ok(config) => config,
@@ -21,8 +23,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init_logging(config.log_format);
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,7 +36,6 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "better-authz stopped");
             eprintln!("better-authz: {error}");
             ExitCode::FAILURE
         }
@@ -44,14 +43,23 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), better_authz::Error> {
-    tracing::info!(config = %config.summary(), "configuration");
-    let listeners = Listeners::bind(&config).await?;
-    if let Ok((grpc, http, admin)) = listeners.addrs() {
-        tracing::info!(%grpc, %http, %admin, "listening");
+    let telemetry = telemetry::init(config.log_format, &config.telemetry)
+        .map_err(better_authz::Error::Setup)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "configuration");
+    let result = async {
+        let listeners = Listeners::bind(&config).await?;
+        if let Ok((grpc, http, admin)) = listeners.addrs() {
+            tracing::info!(%grpc, %http, %admin, "listening");
+        }
+        run(config, listeners, shutdown_signal()).await
     }
-    run(config, listeners, shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
+    .await;
+    match &result {
+        Ok(()) => tracing::info!("stopped"),
+        Err(error) => tracing::error!(%error, "better-authz stopped"),
+    }
+    telemetry.shutdown().await;
+    result
 }
 
 /// SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).

@@ -11,7 +11,7 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_better-authz");
 
 /// Every variable the binary reads; the `--help` and config tests check against this list.
-const VARIABLES: [&str; 16] = [
+const VARIABLES: [&str; 21] = [
     "BETTER_AUTH_URL",
     "BETTER_AUTH_SESSION_PATH",
     "AUTHZ_GRPC_ADDR",
@@ -28,12 +28,17 @@ const VARIABLES: [&str; 16] = [
     "AUTHZ_HEADER_USER_NAME",
     "AUTHZ_LOG_FORMAT",
     "AUTHZ_SHUTDOWN_TIMEOUT_MS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
 ];
 
 fn command() -> Command {
     let mut cmd = Command::new(BIN);
     for (key, _) in std::env::vars() {
-        if key.starts_with("AUTHZ_") || key.starts_with("BETTER_AUTH") {
+        if key.starts_with("AUTHZ_") || key.starts_with("BETTER_AUTH") || key.starts_with("OTEL_") {
             cmd.env_remove(key);
         }
     }

@@ -861,6 +861,14 @@ async fn metrics_count_decisions_by_reason() {
     );
     assert!(text.contains("better_authz_check_duration_seconds_bucket"));
     assert!(text.contains("better_authz_build_info{version="));
+    assert!(text.contains("better_authz_better_auth_inflight 0"));
+    for process in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(text.contains(process), "{process} missing");
+    }
     assert!(
         !text.contains(TOKEN) && !text.contains("u1"),
         "no token or user id in labels"

@@ -77,6 +77,11 @@ fn every_bad_variable_is_reported_at_once() {
         header_user_name: Some("x(user)".into()),
         log_format: Some("xml".into()),
         shutdown_timeout_ms: Some("soon".into()),
+        otel_exporter_otlp_endpoint: Some("collector:4317".into()),
+        otel_exporter_otlp_protocol: Some("http/json".into()),
+        otel_service_name: None,
+        otel_traces_sampler: Some("sometimes".into()),
+        otel_traces_sampler_arg: Some("2".into()),
     };
     let mut got = problems(&a);
     got.sort();
@@ -97,6 +102,10 @@ fn every_bad_variable_is_reported_at_once() {
         ENV_HEADER_USER_NAME,
         ENV_LOG_FORMAT,
         ENV_SHUTDOWN_TIMEOUT_MS,
+        ENV_OTLP_ENDPOINT,
+        ENV_OTLP_PROTOCOL,
+        ENV_OTEL_SAMPLER,
+        ENV_OTEL_SAMPLER_ARG,
     ];
     want.sort();
     assert_eq!(got, want);
@@ -208,4 +217,33 @@ fn summary_shows_the_effective_configuration() {
     assert!(s.contains("public_paths=/api/auth/,/healthz/"), "{s}");
     assert!(s.contains("user_path_pattern=/API/{user_id}/"), "{s}");
     assert!(!s.contains("pw"), "{s}");
+}
+
+#[test]
+fn telemetry_defaults_and_choices() {
+    let c = Config::from_args(&args()).unwrap();
+    assert_eq!(c.telemetry.otlp, None);
+    assert_eq!(c.telemetry.service_name, "better-authz");
+    assert_eq!(c.telemetry.sampler, SamplerConfig::ParentBasedAlwaysOn);
+
+    let mut a = args();
+    a.otel_exporter_otlp_endpoint = Some("http://collector:4317".into());
+    a.otel_exporter_otlp_protocol = Some("grpc".into());
+    a.otel_traces_sampler = Some("parentbased_traceidratio".into());
+    a.otel_traces_sampler_arg = Some("0.25".into());
+    a.otel_service_name = Some("edge-authz".into());
+    let t = Config::from_args(&a).unwrap().telemetry;
+    assert_eq!(
+        t.otlp,
+        Some(Otlp {
+            endpoint: "http://collector:4317".into(),
+            protocol: OtlpProtocol::Grpc
+        })
+    );
+    assert_eq!(t.sampler, SamplerConfig::ParentBasedTraceIdRatio(0.25));
+    assert_eq!(t.service_name, "edge-authz");
+
+    a.otel_exporter_otlp_protocol = None;
+    let t = Config::from_args(&a).unwrap().telemetry;
+    assert_eq!(t.otlp.unwrap().protocol, OtlpProtocol::HttpProtobuf);
 }

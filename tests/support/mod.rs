@@ -71,6 +71,8 @@ pub struct StandIn {
 
 impl StandIn {
     pub async fn start(behavior: Behavior) -> StandIn {
+        // Test clients are reqwest clients too: they need the process-wide TLS provider.
+        better_authz::better_auth::install_crypto_provider();
         let state = Arc::new(StandInState {
             behavior: Mutex::new(behavior),
             calls: AtomicUsize::new(0),
