@@ -1,0 +1,85 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "better-authz.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name; the release name alone when it already contains the chart name. */}}
+{{- define "better-authz.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "better-authz.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "better-authz.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "better-authz.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "better-authz.labels" -}}
+helm.sh/chart: {{ include "better-authz.chart" . }}
+{{ include "better-authz.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: better-authz
+{{- end }}
+
+{{- define "better-authz.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "better-authz.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image reference: repository@digest, else repository:tag (tag defaults to appVersion). */}}
+{{- define "better-authz.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The environment as the ConfigMap carries it: .Values.config without empty values, with the
+listen addresses derived from .Values.ports when unset. Returned as YAML (a dict).
+*/}}
+{{- define "better-authz.env" -}}
+{{- $env := dict }}
+{{- range $key, $value := .Values.config }}
+{{- $v := toString $value }}
+{{- if ne $v "" }}
+{{- $_ := set $env $key $v }}
+{{- end }}
+{{- end }}
+{{- if not (hasKey $env "AUTHZ_GRPC_ADDR") }}{{ $_ := set $env "AUTHZ_GRPC_ADDR" (printf "0.0.0.0:%v" .Values.ports.grpc) }}{{ end }}
+{{- if not (hasKey $env "AUTHZ_HTTP_ADDR") }}{{ $_ := set $env "AUTHZ_HTTP_ADDR" (printf "0.0.0.0:%v" .Values.ports.http) }}{{ end }}
+{{- if not (hasKey $env "AUTHZ_ADMIN_ADDR") }}{{ $_ := set $env "AUTHZ_ADMIN_ADDR" (printf "0.0.0.0:%v" .Values.ports.admin) }}{{ end }}
+{{- if not (hasKey $env "BETTER_AUTH_URL") }}
+{{- fail "config.BETTER_AUTH_URL is required: the base URL of your Better Auth server" }}
+{{- end }}
+{{- toYaml $env }}
+{{- end }}
+
+{{/* Fail when the preStop sleep plus the drain budget does not fit in the grace period. */}}
+{{- define "better-authz.checkShutdown" -}}
+{{- $drainMs := 10000 }}
+{{- if ne (toString .Values.config.AUTHZ_SHUTDOWN_TIMEOUT_MS) "" }}
+{{- $drainMs = atoi (toString .Values.config.AUTHZ_SHUTDOWN_TIMEOUT_MS) }}
+{{- end }}
+{{- $needMs := add (mul (int .Values.preStopSleepSeconds) 1000) $drainMs }}
+{{- if ge (int $needMs) (mul (int .Values.terminationGracePeriodSeconds) 1000 | int) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v s) must exceed preStopSleepSeconds (%v s) + AUTHZ_SHUTDOWN_TIMEOUT_MS (%v ms), or pods are killed mid-drain" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds $drainMs) }}
+{{- end }}
+{{- end }}
