@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::better_auth::{BetterAuthClient, Outcome};
-use crate::decision::{self, CheckRequest, Decision, Plan, Policy, SessionLookup, SessionQuery};
+use crate::decision::{self, CheckRequest, Decision, Plan, Policy};
+use crate::lookups::Lookups;
 use crate::metrics::{Metrics, Transport};
 use crate::reason::Reason;
 use crate::telemetry::{self, TraceHeaders};
@@ -17,19 +17,23 @@ use crate::telemetry::{self, TraceHeaders};
 /// Shared by every connection of both transports.
 pub struct Authorizer {
     policy: Policy,
-    client: BetterAuthClient,
+    lookups: Lookups,
     metrics: Metrics,
 }
 
 // === impl Authorizer ===
 
 impl Authorizer {
-    pub fn new(policy: Policy, client: BetterAuthClient, metrics: Metrics) -> Arc<Self> {
+    pub fn new(policy: Policy, lookups: Lookups, metrics: Metrics) -> Arc<Self> {
         Arc::new(Authorizer {
             policy,
-            client,
+            lookups,
             metrics,
         })
+    }
+
+    pub fn lookups(&self) -> &Lookups {
+        &self.lookups
     }
 
     pub fn policy(&self) -> &Policy {
@@ -69,7 +73,7 @@ impl Authorizer {
             match decision::plan(&self.policy, req) {
                 Plan::Done(decision) => decision,
                 Plan::Lookup(pending) => {
-                    let lookup = self.lookup(&pending.query, trace).await;
+                    let lookup = self.lookups.lookup(&pending.query, trace).await;
                     decision::decide(&self.policy, pending, lookup, OffsetDateTime::now_utc())
                 }
             }
@@ -93,32 +97,6 @@ impl Authorizer {
         }
         span.in_scope(|| log_decision(transport, req, &decision, elapsed.as_micros()));
         decision
-    }
-
-    async fn lookup(&self, query: &SessionQuery, trace: TraceHeaders<'_>) -> SessionLookup {
-        let _inflight = self.metrics.inflight();
-        let span = tracing::info_span!(
-            "better_auth.get_session",
-            otel.kind = "client",
-            otel.status_code = Empty,
-            http.request.method = "GET",
-            better_auth.outcome = Empty,
-        );
-        let outgoing = telemetry::outgoing(&span, trace);
-        let start = Instant::now();
-        let lookup = self
-            .client
-            .lookup(query, &outgoing)
-            .instrument(span.clone())
-            .await;
-        let outcome = Outcome::of(&lookup);
-        span.record("better_auth.outcome", outcome.label());
-        if matches!(outcome, Outcome::Unavailable | Outcome::Error) {
-            span.record("otel.status_code", "ERROR");
-        }
-        self.metrics
-            .record_lookup(outcome, start.elapsed().as_secs_f64());
-        lookup
     }
 }
 

@@ -23,6 +23,9 @@ pub const ENV_PUBLIC_PATHS: &str = "AUTHZ_PUBLIC_PATHS";
 pub const ENV_ALLOW_PREFLIGHT: &str = "AUTHZ_ALLOW_PREFLIGHT";
 pub const ENV_UPSTREAM_TIMEOUT_MS: &str = "AUTHZ_UPSTREAM_TIMEOUT_MS";
 pub const ENV_UPSTREAM_POOL_MAX_IDLE: &str = "AUTHZ_UPSTREAM_POOL_MAX_IDLE";
+pub const ENV_MAX_INFLIGHT: &str = "AUTHZ_MAX_INFLIGHT";
+pub const ENV_CACHE_TTL_MS: &str = "AUTHZ_CACHE_TTL_MS";
+pub const ENV_CACHE_MAX_ENTRIES: &str = "AUTHZ_CACHE_MAX_ENTRIES";
 pub const ENV_HEADER_USER_ID: &str = "AUTHZ_HEADER_USER_ID";
 pub const ENV_HEADER_USER_EMAIL: &str = "AUTHZ_HEADER_USER_EMAIL";
 pub const ENV_HEADER_USER_NAME: &str = "AUTHZ_HEADER_USER_NAME";
@@ -50,6 +53,14 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 150;
 /// Idle kept-alive connections to Better Auth. Enough for 2 cores' worth of concurrency; idle
 /// ones close after 60 s.
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: usize = 64;
+/// Better Auth calls in flight before new checks are shed with 503. Far above what one Better
+/// Auth instance serves within the deadline (about 1–3 k/s × 150 ms), so it only bites when
+/// Better Auth stalls, which is when queueing would hurt most.
+pub const DEFAULT_MAX_INFLIGHT: usize = 512;
+/// No cache by default: every check sees revocations at once (prior art: better-auth#6966).
+pub const DEFAULT_CACHE_TTL_MS: u64 = 0;
+/// About 1 KiB an entry: 10 k sessions is ~10 MiB at most.
+pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 10_000;
 pub const DEFAULT_HEADER_USER_ID: &str = "x-user-id";
 pub const DEFAULT_HEADER_USER_EMAIL: &str = "x-user-email";
 pub const DEFAULT_HEADER_USER_NAME: &str = "x-user-name";
@@ -122,6 +133,20 @@ pub struct Args {
     /// Idle kept-alive connections kept open to Better Auth [default: 64]
     #[arg(long, env = ENV_UPSTREAM_POOL_MAX_IDLE)]
     pub upstream_pool_max_idle: Option<String>,
+
+    /// Better Auth calls in flight at most; beyond that checks are answered 503 at once
+    /// [default: 512]
+    #[arg(long, env = ENV_MAX_INFLIGHT)]
+    pub max_inflight: Option<String>,
+
+    /// Cache valid sessions this many milliseconds (capped by the session's expiresAt); 0 = no
+    /// cache. A revoked session stays accepted up to this long [default: 0]
+    #[arg(long, env = ENV_CACHE_TTL_MS)]
+    pub cache_ttl_ms: Option<String>,
+
+    /// Most sessions kept in the cache [default: 10000]
+    #[arg(long, env = ENV_CACHE_MAX_ENTRIES)]
+    pub cache_max_entries: Option<String>,
 
     /// Header carrying the user id to the upstream [default: x-user-id]
     #[arg(long, env = ENV_HEADER_USER_ID)]
@@ -214,6 +239,9 @@ pub struct Config {
     pub policy: Policy,
     pub upstream_timeout: Duration,
     pub upstream_pool_max_idle: usize,
+    pub max_inflight: usize,
+    pub cache_ttl: Duration,
+    pub cache_max_entries: usize,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub telemetry: TelemetryConfig,
@@ -347,6 +375,33 @@ impl Config {
                 100_000,
             ),
         );
+        let max_inflight = p.check(
+            ENV_MAX_INFLIGHT,
+            parse_count(
+                &text(&args.max_inflight, &DEFAULT_MAX_INFLIGHT.to_string()),
+                1,
+                1_000_000,
+            ),
+        );
+        let cache_ttl = p.check(
+            ENV_CACHE_TTL_MS,
+            parse_millis(
+                &text(&args.cache_ttl_ms, &DEFAULT_CACHE_TTL_MS.to_string()),
+                0,
+                3_600_000,
+            ),
+        );
+        let cache_max_entries = p.check(
+            ENV_CACHE_MAX_ENTRIES,
+            parse_count(
+                &text(
+                    &args.cache_max_entries,
+                    &DEFAULT_CACHE_MAX_ENTRIES.to_string(),
+                ),
+                1,
+                10_000_000,
+            ),
+        );
         let user_id = p.check(
             ENV_HEADER_USER_ID,
             parse_header_name(&text(&args.header_user_id, DEFAULT_HEADER_USER_ID)),
@@ -402,6 +457,9 @@ impl Config {
             Some(allow_preflight),
             Some(upstream_timeout),
             Some(upstream_pool_max_idle),
+            Some(max_inflight),
+            Some(cache_ttl),
+            Some(cache_max_entries),
             Some(user_id),
             Some(email),
             Some(name),
@@ -419,6 +477,9 @@ impl Config {
             allow_preflight,
             upstream_timeout,
             pool_max_idle,
+            max_inflight,
+            cache_ttl,
+            cache_max_entries,
             user_id,
             email,
             name,
@@ -452,6 +513,9 @@ impl Config {
             },
             upstream_timeout,
             upstream_pool_max_idle,
+            max_inflight,
+            cache_ttl,
+            cache_max_entries,
             log_format,
             shutdown_timeout,
             telemetry,
@@ -470,7 +534,8 @@ impl Config {
         format!(
             "session_url={session_url} grpc_addr={} http_addr={} admin_addr={} cookie_prefix={} \
              user_path_pattern={} public_paths={} allow_preflight={} upstream_timeout_ms={} \
-             upstream_pool_max_idle={} identity_headers={} log_format={:?} shutdown_timeout_ms={} \
+             upstream_pool_max_idle={} max_inflight={} cache_ttl_ms={} cache_max_entries={} \
+             identity_headers={} log_format={:?} shutdown_timeout_ms={} \
              otlp={}",
             self.grpc_addr,
             self.http_addr,
@@ -485,6 +550,9 @@ impl Config {
             p.allow_preflight,
             self.upstream_timeout.as_millis(),
             self.upstream_pool_max_idle,
+            self.max_inflight,
+            self.cache_ttl.as_millis(),
+            self.cache_max_entries,
             p.identity.all().collect::<Vec<_>>().join(","),
             self.log_format,
             self.shutdown_timeout.as_millis(),

@@ -8,6 +8,7 @@
 //!   Uses [`cookies`] (which cookies are Better Auth's) and [`path`] (normalisation, public
 //!   prefixes, the user-id pattern).
 //! - [`better_auth`]: the only code that talks to Better Auth; returns typed outcomes.
+//! - [`lookups`]: the fast path in front of it: coalescing, the opt-in cache, load shedding.
 //! - [`authorizer`]: plan → lookup → decide, plus metrics and the decision log line.
 //! - [`grpc`] and [`http`]: thin adapters from Envoy's `CheckRequest` and from nginx's
 //!   subrequest to the core and back.
@@ -27,6 +28,7 @@ pub mod cookies;
 pub mod decision;
 pub mod grpc;
 pub mod http;
+pub mod lookups;
 pub mod metrics;
 pub mod path;
 pub mod reason;
@@ -119,7 +121,16 @@ pub async fn run(
     })
     .map_err(|e| Error::Setup(e.to_string()))?;
     let readiness = Arc::new(Readiness::default());
-    let authorizer = Authorizer::new(config.policy.clone(), client.clone(), metrics.clone());
+    let lookups = lookups::Lookups::new(
+        client.clone(),
+        metrics.clone(),
+        lookups::LookupOptions {
+            cache_ttl: config.cache_ttl,
+            cache_max_entries: config.cache_max_entries,
+            max_inflight: config.max_inflight,
+        },
+    );
+    let authorizer = Authorizer::new(config.policy.clone(), lookups, metrics.clone());
 
     let stop_checks = CancellationToken::new();
     let stop_admin = CancellationToken::new();

@@ -4,8 +4,8 @@
 //! carries a user id, path, cookie or token, so cardinality stays bounded whatever traffic does.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::better_auth::Outcome;
@@ -46,6 +46,10 @@ pub struct Metrics {
     check_duration: HistogramVec,
     upstream_duration: HistogramVec,
     upstream_inflight: IntGauge,
+    cache: IntCounterVec,
+    coalesced: IntCounter,
+    shed: IntCounter,
+    cache_entries: IntGauge,
 }
 
 // === impl Metrics ===
@@ -80,6 +84,25 @@ impl Metrics {
             "better_authz_better_auth_inflight",
             "Better Auth session lookups in flight",
         )?;
+        let cache = IntCounterVec::new(
+            Opts::new(
+                "better_authz_cache_requests_total",
+                "Session cache look-ups (only with AUTHZ_CACHE_TTL_MS > 0) by result",
+            ),
+            &["result"],
+        )?;
+        let coalesced = IntCounter::new(
+            "better_authz_coalesced_total",
+            "Checks that joined a Better Auth call already in flight for the same cookies",
+        )?;
+        let shed = IntCounter::new(
+            "better_authz_shed_total",
+            "Checks answered 503 at once because AUTHZ_MAX_INFLIGHT calls were in flight",
+        )?;
+        let cache_entries = IntGauge::new(
+            "better_authz_cache_entries",
+            "Sessions held in the cache (bounded by AUTHZ_CACHE_MAX_ENTRIES)",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("better_authz_build_info", "Build information; always 1"),
             &["version"],
@@ -92,6 +115,10 @@ impl Metrics {
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_inflight.clone()))?;
+        registry.register(Box::new(cache.clone()))?;
+        registry.register(Box::new(coalesced.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -105,6 +132,9 @@ impl Metrics {
                 decisions.with_label_values(&[transport.label(), verdict(reason), reason.code()]);
             }
         }
+        for result in ["hit", "miss"] {
+            cache.with_label_values(&[result]);
+        }
         for outcome in Outcome::ALL {
             upstream_duration.with_label_values(&[outcome.label()]);
         }
@@ -115,6 +145,10 @@ impl Metrics {
             check_duration,
             upstream_duration,
             upstream_inflight,
+            cache,
+            coalesced,
+            shed,
+            cache_entries,
         })
     }
 
@@ -131,6 +165,24 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[outcome.label()])
             .observe(seconds);
+    }
+
+    pub fn record_cache(&self, hit: bool) {
+        self.cache
+            .with_label_values(&[if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    pub fn set_cache_entries(&self, n: usize) {
+        self.cache_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn record_coalesced(&self) {
+        self.coalesced.inc();
+    }
+
+    pub fn record_shed(&self) {
+        self.shed.inc();
     }
 
     /// Counts a lookup in flight until the guard drops (also when the check is cancelled).

@@ -11,7 +11,7 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_better-authz");
 
 /// Every variable the binary reads; the `--help` and config tests check against this list.
-const VARIABLES: [&str; 21] = [
+const VARIABLES: [&str; 24] = [
     "BETTER_AUTH_URL",
     "BETTER_AUTH_SESSION_PATH",
     "AUTHZ_GRPC_ADDR",
@@ -23,6 +23,9 @@ const VARIABLES: [&str; 21] = [
     "AUTHZ_ALLOW_PREFLIGHT",
     "AUTHZ_UPSTREAM_TIMEOUT_MS",
     "AUTHZ_UPSTREAM_POOL_MAX_IDLE",
+    "AUTHZ_MAX_INFLIGHT",
+    "AUTHZ_CACHE_TTL_MS",
+    "AUTHZ_CACHE_MAX_ENTRIES",
     "AUTHZ_HEADER_USER_ID",
     "AUTHZ_HEADER_USER_EMAIL",
     "AUTHZ_HEADER_USER_NAME",
@@ -135,7 +138,7 @@ async fn no_token_or_cookie_value_in_logs_at_trace_level() {
         set_cookies: vec![refreshed.into()],
     })
     .await;
-    let mut child = command()
+    let child = command()
         .env("BETTER_AUTH_URL", stand_in.url())
         .env("AUTHZ_GRPC_ADDR", "127.0.0.1:0")
         .env("AUTHZ_HTTP_ADDR", "127.0.0.1:0")
@@ -147,6 +150,8 @@ async fn no_token_or_cookie_value_in_logs_at_trace_level() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(Some(child));
+    let child = child.0.as_mut().unwrap();
 
     // Read the log in a thread; find the listening addresses in it.
     let stderr = child.stderr.take().unwrap();
@@ -253,5 +258,19 @@ async fn no_token_or_cookie_value_in_logs_at_trace_level() {
             leaks.len(),
             leaks.first()
         );
+    }
+}
+
+/// Kills the child if the test fails before it stops it, so no process outlives the test.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -204,6 +204,16 @@ fn spawn(envs: &[(&str, String)]) -> Running {
     }
 }
 
+/// Kills the process if the test fails before it stops it, so no process outlives the test.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn stop(mut running: Running) -> Vec<String> {
     Command::new("kill")
         .arg("-TERM")
