@@ -31,6 +31,7 @@ pub const ENV_HEADER_USER_EMAIL: &str = "AUTHZ_HEADER_USER_EMAIL";
 pub const ENV_HEADER_USER_NAME: &str = "AUTHZ_HEADER_USER_NAME";
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "AUTHZ_SHUTDOWN_TIMEOUT_MS";
+pub const ENV_SHUTDOWN_DELAY_MS: &str = "AUTHZ_SHUTDOWN_DELAY_MS";
 // The standard OpenTelemetry variables (read by us, so that bad values stop start-up too).
 pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const ENV_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
@@ -67,6 +68,9 @@ pub const DEFAULT_HEADER_USER_NAME: &str = "x-user-name";
 /// Kubernetes gives a pod 30 s by default; draining checks (each bounded by the upstream
 /// timeout) takes far less, 10 s leaves room for the preStop wait.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+
+/// No delay by default: in Kubernetes the pod's preStop wait does this job before SIGTERM.
+pub const DEFAULT_SHUTDOWN_DELAY_MS: u64 = 0;
 
 /// The OpenTelemetry specification's default protocol.
 pub const DEFAULT_OTLP_PROTOCOL: &str = "http/protobuf";
@@ -169,6 +173,12 @@ pub struct Args {
     #[arg(long, env = ENV_SHUTDOWN_TIMEOUT_MS)]
     pub shutdown_timeout_ms: Option<String>,
 
+    /// On SIGTERM/SIGINT, keep serving this many milliseconds while reporting not ready
+    /// (/readyz 503, gRPC health NOT_SERVING) so health-checking proxies move away first; set it
+    /// above the proxy's health-check interval when no preStop wait does this [default: 0]
+    #[arg(long, env = ENV_SHUTDOWN_DELAY_MS)]
+    pub shutdown_delay_ms: Option<String>,
+
     /// OTLP collector base URL, e.g. http://otel-collector:4317 (gRPC) or :4318 (HTTP); unset:
     /// no trace export at all [default: unset]
     #[arg(long, env = ENV_OTLP_ENDPOINT)]
@@ -244,6 +254,7 @@ pub struct Config {
     pub cache_max_entries: usize,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
+    pub shutdown_delay: Duration,
     pub telemetry: TelemetryConfig,
 }
 
@@ -444,6 +455,17 @@ impl Config {
             ),
         );
 
+        let shutdown_delay = p.check(
+            ENV_SHUTDOWN_DELAY_MS,
+            parse_millis(
+                &text(
+                    &args.shutdown_delay_ms,
+                    &DEFAULT_SHUTDOWN_DELAY_MS.to_string(),
+                ),
+                0,
+                600_000,
+            ),
+        );
         let telemetry = parse_telemetry(args, &mut p);
 
         let (
@@ -465,6 +487,7 @@ impl Config {
             Some(name),
             Some(log_format),
             Some(shutdown_timeout),
+            Some(shutdown_delay),
             Some(telemetry),
         ) = (
             urls,
@@ -485,6 +508,7 @@ impl Config {
             name,
             log_format,
             shutdown_timeout,
+            shutdown_delay,
             telemetry,
         )
         else {
@@ -518,6 +542,7 @@ impl Config {
             cache_max_entries,
             log_format,
             shutdown_timeout,
+            shutdown_delay,
             telemetry,
         })
     }
@@ -535,7 +560,7 @@ impl Config {
             "session_url={session_url} grpc_addr={} http_addr={} admin_addr={} cookie_prefix={} \
              user_path_pattern={} public_paths={} allow_preflight={} upstream_timeout_ms={} \
              upstream_pool_max_idle={} max_inflight={} cache_ttl_ms={} cache_max_entries={} \
-             identity_headers={} log_format={:?} shutdown_timeout_ms={} \
+             identity_headers={} log_format={:?} shutdown_timeout_ms={} shutdown_delay_ms={} \
              otlp={}",
             self.grpc_addr,
             self.http_addr,
@@ -556,6 +581,7 @@ impl Config {
             p.identity.all().collect::<Vec<_>>().join(","),
             self.log_format,
             self.shutdown_timeout.as_millis(),
+            self.shutdown_delay.as_millis(),
             match &self.telemetry.otlp {
                 None => "off".to_owned(),
                 Some(otlp) => format!(

@@ -183,11 +183,22 @@ pub async fn run(
         r = &mut http_task => Some(flatten(r)),
     };
 
-    tracing::info!("shutting down: draining in-flight checks");
     readiness.start_shutdown();
     health
         .set_not_serving::<AuthorizationServer<grpc::ExtAuthz>>()
         .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    if early.is_none() && !config.shutdown_delay.is_zero() {
+        // Keep answering while health checks see NOT_SERVING, so proxies stop sending first.
+        tracing::info!(
+            delay_ms = config.shutdown_delay.as_millis() as u64,
+            "shutting down: reporting not ready, still serving"
+        );
+        tokio::time::sleep(config.shutdown_delay).await;
+    }
+    tracing::info!("shutting down: draining in-flight checks");
     stop_checks.cancel();
     let drain = async {
         let mut result = Ok(());

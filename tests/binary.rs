@@ -11,7 +11,7 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_better-authz");
 
 /// Every variable the binary reads; the `--help` and config tests check against this list.
-const VARIABLES: [&str; 24] = [
+const VARIABLES: [&str; 25] = [
     "BETTER_AUTH_URL",
     "BETTER_AUTH_SESSION_PATH",
     "AUTHZ_GRPC_ADDR",
@@ -31,6 +31,7 @@ const VARIABLES: [&str; 24] = [
     "AUTHZ_HEADER_USER_NAME",
     "AUTHZ_LOG_FORMAT",
     "AUTHZ_SHUTDOWN_TIMEOUT_MS",
+    "AUTHZ_SHUTDOWN_DELAY_MS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_SERVICE_NAME",

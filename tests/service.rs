@@ -874,3 +874,53 @@ async fn metrics_count_decisions_by_reason() {
         "no token or user id in labels"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_reports_not_serving_while_still_answering() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let stand_in = StandIn::start(valid("u1")).await;
+    let mut args = base_args(&stand_in.url());
+    args.shutdown_delay_ms = Some("1500".into());
+    let mut service = Service::start(args).await;
+    wait_ready(&service).await;
+    let mut grpc = service.grpc_client().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let admin = service.admin_url("/readyz");
+
+    let stopping = tokio::spawn(async move { service.stop().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // During the delay: not ready, NOT_SERVING, yet checks are still answered.
+    let readyz = reqwest::get(&admin).await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, 2, "NOT_SERVING");
+    let session = c();
+    let a = flatten(
+        grpc.check(envoy_check(
+            "GET",
+            "/api/u1/tasks",
+            &[("cookie", session.as_str())],
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(a.http_status, 200);
+    drop(grpc);
+    drop(health);
+    stopping.await.unwrap().unwrap();
+}
