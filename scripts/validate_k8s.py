@@ -285,6 +285,7 @@ def helm_variants() -> dict[str, dict[str, Any] | None]:
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
             "service": {"headless": {"enabled": True}},
             "serviceAccount": {"create": True},
+            "tls": {"secretName": "better-authz-tls", "requireClientCert": True},
             "extraEnv": [{"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "deployment.environment=ci"}],
             "podAnnotations": {"example.com/a": "b"},
             "priorityClassName": "system-cluster-critical",

@@ -35,6 +35,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Idle kept-alive connections per Better Auth host.
     pub pool_max_idle: usize,
+    /// Extra PEM roots for an https:// Better Auth (added to the system's).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A pooled, kept-alive client for Better Auth.
@@ -85,9 +87,16 @@ impl Outcome {
 // === impl BetterAuthClient ===
 
 impl BetterAuthClient {
-    pub fn new(options: ClientOptions) -> Result<Self, reqwest::Error> {
+    pub fn new(options: ClientOptions) -> Result<Self, String> {
         install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &options.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             // A redirect from the session endpoint is a misconfiguration, never a session.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.timeout)
@@ -95,7 +104,8 @@ impl BetterAuthClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .http1_only()
-            .build()?;
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(BetterAuthClient { http, options })
     }
 

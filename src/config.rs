@@ -5,12 +5,14 @@
 //! that one run reports **every** bad variable at once instead of the first one clap trips on.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::decision::{IdentityHeaders, Policy};
 use crate::path::{PathPrefix, UserPathPattern};
+use crate::tls::{TlsError, TlsFiles};
 
 pub const ENV_BETTER_AUTH_URL: &str = "BETTER_AUTH_URL";
 pub const ENV_SESSION_PATH: &str = "BETTER_AUTH_SESSION_PATH";
@@ -32,6 +34,10 @@ pub const ENV_HEADER_USER_NAME: &str = "AUTHZ_HEADER_USER_NAME";
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "AUTHZ_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_SHUTDOWN_DELAY_MS: &str = "AUTHZ_SHUTDOWN_DELAY_MS";
+pub const ENV_TLS_CERT: &str = "AUTHZ_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "AUTHZ_TLS_KEY";
+pub const ENV_TLS_CLIENT_CA: &str = "AUTHZ_TLS_CLIENT_CA";
+pub const ENV_BETTER_AUTH_CA_FILE: &str = "BETTER_AUTH_CA_FILE";
 // The standard OpenTelemetry variables (read by us, so that bad values stop start-up too).
 pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const ENV_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
@@ -179,6 +185,25 @@ pub struct Args {
     #[arg(long, env = ENV_SHUTDOWN_DELAY_MS)]
     pub shutdown_delay_ms: Option<String>,
 
+    /// PEM certificate chain: serve TLS on the gRPC and HTTP listeners (the admin listener stays
+    /// plain HTTP for probes). Reloaded when the file changes [default: unset, plaintext]
+    #[arg(long, env = ENV_TLS_CERT)]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key for AUTHZ_TLS_CERT [default: unset]
+    #[arg(long, env = ENV_TLS_KEY)]
+    pub tls_key: Option<String>,
+
+    /// PEM CA bundle: require client certificates signed by it (mTLS from the proxy)
+    /// [default: unset]
+    #[arg(long, env = ENV_TLS_CLIENT_CA)]
+    pub tls_client_ca: Option<String>,
+
+    /// PEM CA bundle trusted for https:// Better Auth URLs, added to the system roots
+    /// [default: unset]
+    #[arg(long, env = ENV_BETTER_AUTH_CA_FILE)]
+    pub better_auth_ca_file: Option<String>,
+
     /// OTLP collector base URL, e.g. http://otel-collector:4317 (gRPC) or :4318 (HTTP); unset:
     /// no trace export at all [default: unset]
     #[arg(long, env = ENV_OTLP_ENDPOINT)]
@@ -255,6 +280,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub shutdown_delay: Duration,
+    /// TLS on the gRPC and HTTP listeners; `None` is plaintext.
+    pub tls: Option<TlsFiles>,
+    /// PEM bundle added to the roots trusted for Better Auth.
+    pub better_auth_ca: Option<PathBuf>,
     pub telemetry: TelemetryConfig,
 }
 
@@ -467,6 +496,26 @@ impl Config {
             ),
         );
         let telemetry = parse_telemetry(args, &mut p);
+        let tls = parse_tls(args, &mut p);
+        let better_auth_ca = match args.better_auth_ca_file.as_deref().map(str::trim) {
+            None | Some("") => Some(None),
+            Some(path) => p.check(
+                ENV_BETTER_AUTH_CA_FILE,
+                std::fs::read(path)
+                    .map_err(|e| format!("{path}: {e}"))
+                    .and_then(|pem| {
+                        reqwest::Certificate::from_pem_bundle(&pem)
+                            .map_err(|e| format!("{path}: not a PEM certificate bundle ({e})"))
+                    })
+                    .and_then(|certs| {
+                        if certs.is_empty() {
+                            Err(format!("{path}: no PEM certificate in the file"))
+                        } else {
+                            Ok(Some(PathBuf::from(path)))
+                        }
+                    }),
+            ),
+        };
 
         let (
             Some((session_url, ok_url)),
@@ -488,6 +537,8 @@ impl Config {
             Some(log_format),
             Some(shutdown_timeout),
             Some(shutdown_delay),
+            Some(tls),
+            Some(better_auth_ca),
             Some(telemetry),
         ) = (
             urls,
@@ -509,6 +560,8 @@ impl Config {
             log_format,
             shutdown_timeout,
             shutdown_delay,
+            tls,
+            better_auth_ca,
             telemetry,
         )
         else {
@@ -543,6 +596,8 @@ impl Config {
             log_format,
             shutdown_timeout,
             shutdown_delay,
+            tls,
+            better_auth_ca,
             telemetry,
         })
     }
@@ -561,7 +616,7 @@ impl Config {
              user_path_pattern={} public_paths={} allow_preflight={} upstream_timeout_ms={} \
              upstream_pool_max_idle={} max_inflight={} cache_ttl_ms={} cache_max_entries={} \
              identity_headers={} log_format={:?} shutdown_timeout_ms={} shutdown_delay_ms={} \
-             otlp={}",
+             tls={} better_auth_ca={} otlp={}",
             self.grpc_addr,
             self.http_addr,
             self.admin_addr,
@@ -582,6 +637,18 @@ impl Config {
             self.log_format,
             self.shutdown_timeout.as_millis(),
             self.shutdown_delay.as_millis(),
+            match &self.tls {
+                None => "off",
+                Some(TlsFiles {
+                    client_ca: None, ..
+                }) => "on",
+                Some(TlsFiles {
+                    client_ca: Some(_), ..
+                }) => "mtls",
+            },
+            self.better_auth_ca
+                .as_ref()
+                .map_or("-".to_owned(), |p| p.display().to_string()),
             match &self.telemetry.otlp {
                 None => "off".to_owned(),
                 Some(otlp) => format!(
@@ -592,6 +659,64 @@ impl Config {
                 ),
             },
         )
+    }
+}
+
+/// `Some(None)`: no TLS; `Some(Some(files))`: TLS with files that load; `None`: a problem was
+/// recorded.
+fn parse_tls(args: &Args, p: &mut Problems) -> Option<Option<TlsFiles>> {
+    let set = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    let (cert, key, client_ca) = (
+        set(&args.tls_cert),
+        set(&args.tls_key),
+        set(&args.tls_client_ca),
+    );
+    match (cert, key) {
+        (None, None) => {
+            if client_ca.is_some() {
+                p.add(
+                    ENV_TLS_CLIENT_CA,
+                    format!("needs {ENV_TLS_CERT} and {ENV_TLS_KEY}"),
+                );
+                return None;
+            }
+            Some(None)
+        }
+        (Some(_), None) => {
+            p.add(ENV_TLS_KEY, format!("required with {ENV_TLS_CERT}"));
+            None
+        }
+        (None, Some(_)) => {
+            p.add(ENV_TLS_CERT, format!("required with {ENV_TLS_KEY}"));
+            None
+        }
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert,
+                key,
+                client_ca,
+            };
+            match files.server_config() {
+                Ok(_) => Some(Some(files)),
+                Err(TlsError::Cert(why)) => {
+                    p.add(ENV_TLS_CERT, why);
+                    None
+                }
+                Err(TlsError::Key(why)) => {
+                    p.add(ENV_TLS_KEY, why);
+                    None
+                }
+                Err(TlsError::ClientCa(why)) => {
+                    p.add(ENV_TLS_CLIENT_CA, why);
+                    None
+                }
+            }
+        }
     }
 }
 

@@ -28,6 +28,28 @@ use crate::telemetry::TraceHeaders;
 
 pub const AUTH_PATH: &str = "/auth";
 
+/// The TCP peer of a connection, plain or TLS.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
 pub fn router(authorizer: Arc<Authorizer>) -> Router {
     Router::new()
         .route(AUTH_PATH, any(auth))
@@ -36,7 +58,7 @@ pub fn router(authorizer: Arc<Authorizer>) -> Router {
 
 async fn auth(
     State(authorizer): State<Arc<Authorizer>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {

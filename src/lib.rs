@@ -13,7 +13,8 @@
 //! - [`grpc`] and [`http`]: thin adapters from Envoy's `CheckRequest` and from nginx's
 //!   subrequest to the core and back.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the Prometheus registry.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logs and OpenTelemetry traces.
+//! - [`tls`]: optional TLS/mTLS on the gRPC and HTTP listeners, reloaded when files change.
 //!
 //! [`run`] serves all three listeners until the shutdown future completes; listeners are bound
 //! by the caller so tests can bind port 0.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod path;
 pub mod reason;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Readiness;
@@ -118,8 +121,9 @@ pub async fn run(
         ok_url: config.ok_url.clone(),
         timeout: config.upstream_timeout,
         pool_max_idle: config.upstream_pool_max_idle,
+        ca_file: config.better_auth_ca.clone(),
     })
-    .map_err(|e| Error::Setup(e.to_string()))?;
+    .map_err(Error::Setup)?;
     let readiness = Arc::new(Readiness::default());
     let lookups = lookups::Lookups::new(
         client.clone(),
@@ -137,33 +141,76 @@ pub async fn run(
 
     let probe = tokio::spawn(probe_loop(client, readiness.clone(), stop_checks.clone()));
 
+    let tls = match &config.tls {
+        Some(files) => {
+            let reloader = tls::TlsReloader::new(files.clone())
+                .map_err(|e| Error::Setup(format!("TLS: {e:?}")))?;
+            tokio::spawn(reloader.clone().watch(stop_admin.clone()));
+            Some(reloader)
+        }
+        None => None,
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<AuthorizationServer<grpc::ExtAuthz>>()
         .await;
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::new(grpc::ExtAuthz::new(
             authorizer.clone(),
-        )))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
-            stop_checks.clone().cancelled_owned(),
-        );
-    let grpc_task = tokio::spawn(async move {
-        grpc_server
-            .await
-            .map_err(|e| Error::Serve("gRPC", e.to_string()))
-    });
+        )));
+    let grpc_stop = stop_checks.clone();
+    let grpc_task = match &tls {
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
+                .with_nodelay(Some(true));
+            tokio::spawn(async move {
+                grpc_router
+                    .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
+                    .await
+                    .map_err(|e| Error::Serve("gRPC", e.to_string()))
+            })
+        }
+        Some(tls) => {
+            let receiver = tls::incoming(listeners.grpc, tls.clone(), grpc_stop.clone());
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(receiver)
+                .map(|(stream, _peer)| Ok::<_, std::io::Error>(tls::TlsConn(stream)));
+            tokio::spawn(async move {
+                grpc_router
+                    .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
+                    .await
+                    .map_err(|e| Error::Serve("gRPC", e.to_string()))
+            })
+        }
+    };
 
-    let http_app = http::router(authorizer).into_make_service_with_connect_info::<SocketAddr>();
+    let http_app = http::router(authorizer).into_make_service_with_connect_info::<http::Peer>();
     let http_stop = stop_checks.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listeners.http, http_app)
-            .with_graceful_shutdown(http_stop.cancelled_owned())
-            .await
-            .map_err(|e| Error::Serve("HTTP", e.to_string()))
-    });
+    let http_task = match &tls {
+        None => tokio::spawn(async move {
+            axum::serve(listeners.http, http_app)
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+                .map_err(|e| Error::Serve("HTTP", e.to_string()))
+        }),
+        Some(tls) => {
+            let local_addr = listeners
+                .http
+                .local_addr()
+                .map_err(|e| Error::Serve("HTTP", e.to_string()))?;
+            let listener = tls::TlsListener {
+                receiver: tls::incoming(listeners.http, tls.clone(), http_stop.clone()),
+                local_addr,
+            };
+            tokio::spawn(async move {
+                axum::serve(listener, http_app)
+                    .with_graceful_shutdown(http_stop.cancelled_owned())
+                    .await
+                    .map_err(|e| Error::Serve("HTTP", e.to_string()))
+            })
+        }
+    };
 
     let admin_app = admin::router(readiness.clone(), metrics);
     let admin_stop = stop_admin.clone();

@@ -11,7 +11,7 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_better-authz");
 
 /// Every variable the binary reads; the `--help` and config tests check against this list.
-const VARIABLES: [&str; 25] = [
+const VARIABLES: [&str; 29] = [
     "BETTER_AUTH_URL",
     "BETTER_AUTH_SESSION_PATH",
     "AUTHZ_GRPC_ADDR",
@@ -32,6 +32,10 @@ const VARIABLES: [&str; 25] = [
     "AUTHZ_LOG_FORMAT",
     "AUTHZ_SHUTDOWN_TIMEOUT_MS",
     "AUTHZ_SHUTDOWN_DELAY_MS",
+    "AUTHZ_TLS_CERT",
+    "AUTHZ_TLS_KEY",
+    "AUTHZ_TLS_CLIENT_CA",
+    "BETTER_AUTH_CA_FILE",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_SERVICE_NAME",

@@ -66,6 +66,13 @@ listen addresses derived from .Values.ports when unset. Returned as YAML (a dict
 {{- if not (hasKey $env "AUTHZ_GRPC_ADDR") }}{{ $_ := set $env "AUTHZ_GRPC_ADDR" (printf "0.0.0.0:%v" .Values.ports.grpc) }}{{ end }}
 {{- if not (hasKey $env "AUTHZ_HTTP_ADDR") }}{{ $_ := set $env "AUTHZ_HTTP_ADDR" (printf "0.0.0.0:%v" .Values.ports.http) }}{{ end }}
 {{- if not (hasKey $env "AUTHZ_ADMIN_ADDR") }}{{ $_ := set $env "AUTHZ_ADMIN_ADDR" (printf "0.0.0.0:%v" .Values.ports.admin) }}{{ end }}
+{{- if .Values.tls.secretName }}
+{{- $_ := set $env "AUTHZ_TLS_CERT" "/etc/better-authz/tls/tls.crt" }}
+{{- $_ := set $env "AUTHZ_TLS_KEY" "/etc/better-authz/tls/tls.key" }}
+{{- if .Values.tls.requireClientCert }}
+{{- $_ := set $env "AUTHZ_TLS_CLIENT_CA" "/etc/better-authz/tls/ca.crt" }}
+{{- end }}
+{{- end }}
 {{- if not (hasKey $env "BETTER_AUTH_URL") }}
 {{- fail "config.BETTER_AUTH_URL is required: the base URL of your Better Auth server" }}
 {{- end }}
