@@ -163,7 +163,11 @@ pub fn response(d: &Decision) -> Response {
         }
         Body::empty()
     } else {
-        builder = builder.header(CONTENT_TYPE, "application/json");
+        // nginx never passes an auth subrequest's body on; it can read this header with
+        // `auth_request_set` and answer with the exact code.
+        builder = builder
+            .header(CONTENT_TYPE, "application/json")
+            .header("x-authz-error-code", d.reason.code());
         Body::from(d.reason.deny_body(d.detail))
     };
     for cookie in &d.set_cookies {

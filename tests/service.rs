@@ -153,6 +153,7 @@ async fn check_both_with(
     } else {
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON deny body");
         assert_eq!(v["error_code"], want.code, "http {ctx}");
+        assert_eq!(headers["x-authz-error-code"], want.code, "http {ctx}");
         assert_eq!(headers["content-type"], "application/json");
         assert!(headers.get("x-user-id").is_none());
         assert!(!body.contains(TOKEN), "http body leaks the token, {ctx}");
