@@ -263,68 +263,79 @@ async fn a_cookie_that_cannot_be_a_token_is_401_without_calling_better_auth() {
     .await;
 }
 
+/// Every answer a Better Auth can give, and the decision it must become, through both transports.
 #[tokio::test]
-async fn null_session_is_401_and_clearing_cookies_pass() {
-    let behavior = Behavior::Null {
-        set_cookies: vec!["better-auth.session_token=; Max-Age=0; Path=/".into()],
-    };
-    let mut want = deny(401, "SESSION_INVALID", 1);
-    want.cookies = vec!["better-auth.session_token=; Max-Age=0; Path=/"];
-    check_both(behavior, "GET", "/api/u1/tasks", Some(&c()), want).await;
-}
-
-#[tokio::test]
-async fn expired_session_is_401() {
-    let behavior = Behavior::Valid {
-        user_id: "u1".into(),
-        expires_in: -5,
-        set_cookies: vec![],
-    };
-    check_both(
-        behavior,
-        "GET",
-        "/api/u1/tasks",
-        Some(&c()),
-        deny(401, "SESSION_INVALID", 1),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn better_auth_401_is_session_invalid() {
-    check_both(
-        Behavior::Status(401),
-        "GET",
-        "/api/u1/tasks",
-        Some(&c()),
-        deny(401, "SESSION_INVALID", 1),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn rate_limited_is_503_never_401() {
-    check_both(
-        Behavior::Status(429),
-        "GET",
-        "/api/u1/tasks",
-        Some(&c()),
-        deny(503, "AUTH_UNAVAILABLE", 1),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn server_errors_are_503() {
-    for status in [500, 502, 503] {
-        check_both(
-            Behavior::Status(status),
-            "GET",
-            "/api/u1/tasks",
-            Some(&c()),
+async fn better_auth_answers_map_to_decisions() {
+    let clearing = "better-auth.session_token=; Max-Age=0; Path=/";
+    let cases: Vec<(&str, Behavior, Expect)> = vec![
+        (
+            "200 null (forged, signed out): 401, clearing cookies passed on",
+            Behavior::Null {
+                set_cookies: vec![clearing.into()],
+            },
+            Expect {
+                cookies: vec![clearing],
+                ..deny(401, "SESSION_INVALID", 1)
+            },
+        ),
+        (
+            "expired session",
+            Behavior::Valid {
+                user_id: "u1".into(),
+                expires_in: -5,
+                set_cookies: vec![],
+            },
+            deny(401, "SESSION_INVALID", 1),
+        ),
+        (
+            "401 from Better Auth",
+            Behavior::Status(401),
+            deny(401, "SESSION_INVALID", 1),
+        ),
+        (
+            "429 is unavailable, never 401",
+            Behavior::Status(429),
             deny(503, "AUTH_UNAVAILABLE", 1),
-        )
-        .await;
+        ),
+        (
+            "500",
+            Behavior::Status(500),
+            deny(503, "AUTH_UNAVAILABLE", 1),
+        ),
+        (
+            "502",
+            Behavior::Status(502),
+            deny(503, "AUTH_UNAVAILABLE", 1),
+        ),
+        (
+            "503",
+            Behavior::Status(503),
+            deny(503, "AUTH_UNAVAILABLE", 1),
+        ),
+        (
+            "garbage body",
+            Behavior::Garbage,
+            deny(500, "AUTH_ERROR", 1),
+        ),
+        (
+            "5 MiB body",
+            Behavior::Huge(5 * 1024 * 1024),
+            deny(500, "AUTH_ERROR", 1),
+        ),
+        (
+            "redirect, not followed",
+            Behavior::Redirect,
+            deny(500, "AUTH_ERROR", 1),
+        ),
+        (
+            "404: wrong session path",
+            Behavior::Status(404),
+            deny(500, "AUTH_ERROR", 1),
+        ),
+    ];
+    for (what, behavior, want) in cases {
+        println!("case: {what}");
+        check_both(behavior, "GET", "/api/u1/tasks", Some(&c()), want).await;
     }
 }
 
@@ -372,54 +383,6 @@ async fn refused_connection_is_503() {
         "/api/u1/tasks",
         Some(&c()),
         &deny(503, "AUTH_UNAVAILABLE", 0),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn garbage_body_is_500() {
-    check_both(
-        Behavior::Garbage,
-        "GET",
-        "/api/u1/tasks",
-        Some(&c()),
-        deny(500, "AUTH_ERROR", 1),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn huge_body_is_500() {
-    check_both(
-        Behavior::Huge(5 * 1024 * 1024),
-        "GET",
-        "/api/u1/tasks",
-        Some(&c()),
-        deny(500, "AUTH_ERROR", 1),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn redirect_is_not_followed_and_is_500() {
-    check_both(
-        Behavior::Redirect,
-        "GET",
-        "/api/u1/tasks",
-        Some(&c()),
-        deny(500, "AUTH_ERROR", 1),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn unexpected_status_is_500() {
-    check_both(
-        Behavior::Status(404),
-        "GET",
-        "/api/u1/tasks",
-        Some(&c()),
-        deny(500, "AUTH_ERROR", 1),
     )
     .await;
 }
