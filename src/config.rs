@@ -181,7 +181,8 @@ pub struct Args {
 
     /// On SIGTERM/SIGINT, keep serving this many milliseconds while reporting not ready
     /// (/readyz 503, gRPC health NOT_SERVING) so health-checking proxies move away first; set it
-    /// above the proxy's health-check interval when no preStop wait does this [default: 0]
+    /// above the proxy's health-check interval + jitter + timeout when no preStop wait does this
+    /// [default: 0]
     #[arg(long, env = ENV_SHUTDOWN_DELAY_MS)]
     pub shutdown_delay_ms: Option<String>,
 

@@ -9,8 +9,9 @@
 //! 2. each segment is percent-decoded (`%61` is `a`, `%2e%2e` is `..`);
 //! 3. empty segments are dropped (`//` is `/`, as with `merge_slashes`);
 //! 4. `.` segments are dropped and `..` removes the previous one (RFC 3986 §5.2.4);
-//! 5. a segment that decodes to something with `/`, `\`, a control byte or invalid UTF-8 is
-//!    ambiguous (servers disagree on it), and the request is refused rather than guessed.
+//! 5. a segment that decodes to something with `/`, `\`, a control byte or invalid UTF-8, or a
+//!    dot segment with `;` parameters (`..;x`), is ambiguous (servers disagree on it), and the
+//!    request is refused rather than guessed.
 //!
 //! Matching is by whole segments: `/api/auth/` covers `/api/auth` and `/api/auth/x` but never
 //! `/api/authz`. Each rule errs towards denying: public prefixes compare case-sensitively (as
@@ -36,6 +37,9 @@ pub enum PathError {
     EncodedSeparator,
     /// A control byte (NUL, CR, LF, DEL…) in a decoded segment.
     ControlByte,
+    /// `..;x` or `.;x`: a dot segment with a `;` parameter, which Tomcat, Jetty and Envoy read as
+    /// a dot segment and others as a name.
+    DotWithParameters,
 }
 
 // === impl NormalPath ===
@@ -58,6 +62,11 @@ impl NormalPath {
             }
             if decoded.chars().any(char::is_control) {
                 return Err(PathError::ControlByte);
+            }
+            if let Some((head, _params)) = decoded.split_once(';')
+                && (head == "." || head == "..")
+            {
+                return Err(PathError::DotWithParameters);
             }
             match &*decoded {
                 "" | "." => {}

@@ -33,6 +33,7 @@ fn normalisation_table() {
         ("/api/%zz", &["api", "%zz"]),
         // `;` parameters are part of the segment (Starlette does not strip them).
         ("/api/u1;x=y/tasks", &["api", "u1;x=y", "tasks"]),
+        ("/api/...;x/tasks", &["api", "...;x", "tasks"]),
         // Unicode decodes to itself.
         ("/api/%C3%A9", &["api", "é"]),
         ("/api/u1.", &["api", "u1."]),
@@ -57,6 +58,12 @@ fn normalisation_table() {
         ("/api/u1%00", PathError::ControlByte),
         ("/api/u1%0d%0a", PathError::ControlByte),
         ("/api/%ff", PathError::BadEncoding),
+        // `..;` is a dot segment to Tomcat, Jetty and Envoy, a name to others: refused.
+        ("/api/u1/..;/u2/tasks", PathError::DotWithParameters),
+        ("/api/u1/%2e%2e;/u2/tasks", PathError::DotWithParameters),
+        ("/api/u1/..%3B/u2/tasks", PathError::DotWithParameters),
+        ("/api/auth/..;/u1/tasks", PathError::DotWithParameters),
+        ("/api/.;x/u1", PathError::DotWithParameters),
     ];
     for (raw, want) in bad {
         assert_eq!(segs(raw), Err(*want), "{raw}");

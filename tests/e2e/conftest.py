@@ -27,7 +27,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LOG_DIR = ROOT / ".e2e-logs"
+# E2E_LOG_DIR: another logs directory (it is wiped at start-up), so two runs on one machine do not delete
+# each other's logs and nginx prefix directory.
+LOG_DIR = Path(os.environ.get("E2E_LOG_DIR") or ROOT / ".e2e-logs").resolve()
 VENV = ROOT / ".tools" / "venv"
 READY_TIMEOUT = float(os.environ.get("E2E_READY_TIMEOUT", "60"))
 
@@ -195,6 +197,23 @@ def raw_request(port: int, method: str, path: str, headers: list[tuple[str, str]
         conn.close()
 
 
+def raw_bytes_request(port: int, data: bytes, timeout: float = 10) -> Response:
+    """Send `data` byte for byte (a whole request, including what http.client refuses to send: CR, LF, NUL,
+    non-ASCII, folded or malformed header lines) and parse the answer. A connection closed or reset without
+    an answer is status 0."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(data)
+        resp = http.client.HTTPResponse(sock, method=data.split(b" ", 1)[0].decode("ascii", "replace"))
+        try:
+            resp.begin()
+        except (http.client.HTTPException, ConnectionError):
+            return Response(0, [], b"")
+        return Response(resp.status, resp.getheaders(), resp.read())
+    finally:
+        sock.close()
+
+
 @dataclass
 class User:
     id: str
@@ -231,6 +250,16 @@ class Stack:
         self.history.append(f"{proxy} {method} {path} -> {resp.status}{' (back end)' if resp.from_backend else ''}")
         return resp
 
+    def request_bytes(self, proxy: str, data: bytes, label: str = "") -> Response:
+        """A raw request (see raw_bytes_request) through a proxy, tallied like request()."""
+        resp = raw_bytes_request(self.ports[proxy], data)
+        self.proxied_count += 1
+        if resp.from_backend:
+            self.allowed_count += 1
+        self.history.append(f"{proxy} raw {label or data[:60]!r} -> {resp.status}"
+                            f"{' (back end)' if resp.from_backend else ''}")
+        return resp
+
     # -- what the back end received
     def backend_requests(self) -> list[dict]:
         resp = raw_request(self.ports["todo_admin"], "GET", "/requests")
@@ -251,6 +280,16 @@ class Stack:
         resp = raw_request(self.ports["better_auth"], "GET", "/__debug/requests")
         assert resp.status == 200, resp
         return resp.json()
+
+    @contextlib.contextmanager
+    def better_auth_lookups(self):
+        """Collect the get-session requests Better Auth receives inside the with-block (better-authz's
+        lookups; the readiness probe's /ok calls are left out)."""
+        before = len(self.better_auth_requests())
+        seen: list[dict] = []
+        yield seen
+        seen.extend(r for r in self.better_auth_requests()[before:]
+                    if r["path"].startswith("/api/auth/get-session"))
 
     # -- Better Auth flows through a proxy
     def sign_up(self, proxy: str = "envoy", extra_headers: list[tuple[str, str]] = (),
