@@ -30,7 +30,8 @@ pub struct BetterAuthCookies {
     pub session_cookies: usize,
     /// Session token values (unquoted view), for shape checks only; never logged.
     session_values: Vec<String>,
-    /// A kept cookie had a byte that cannot be sent in a header (control, space, non-ASCII).
+    /// A session token cookie had a byte that cannot be sent in a header (control, space,
+    /// non-ASCII). Other Better Auth cookies with such bytes are dropped silently.
     pub unforwardable: bool,
 }
 
@@ -72,11 +73,15 @@ impl BetterAuthCookies {
                 if !ours {
                     continue;
                 }
+                let is_session = session_names.iter().any(|n| n == name);
                 if !is_sendable(name) || !(value.is_empty() || is_sendable(value)) {
-                    out.unforwardable = true;
+                    // An unsendable session token makes the session invalid. Any other Better
+                    // Auth cookie is only left out: a sibling subdomain able to set one must not
+                    // be able to lock users out.
+                    out.unforwardable |= is_session;
                     continue;
                 }
-                if session_names.iter().any(|n| n == name) {
+                if is_session {
                     out.session_cookies += 1;
                     out.session_values.push(unquote(value).to_owned());
                 }

@@ -256,8 +256,9 @@ pub fn decide(
         };
     }
 
-    // The id goes into a header and is compared with paths: it must be a clean header value.
-    if !is_header_safe(&user.id) {
+    // The id goes into a header and is compared with paths: it must be a clean header value,
+    // without edge blanks (HTTP parsers strip them, so " u1" would arrive as "u1").
+    if !is_header_safe(&user.id) || user.id.trim() != user.id {
         return Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer);
     }
 
@@ -278,7 +279,10 @@ pub fn decide(
         (&policy.identity.email, user.email),
         (&policy.identity.name, user.name),
     ] {
-        match value.filter(|v| is_header_safe(v)) {
+        match value
+            .map(|v| v.trim().to_owned())
+            .filter(|v| is_header_safe(v))
+        {
             Some(v) => set_headers.push((name.clone(), v)),
             // A missing (or unsendable) value must not leave a client-sent header in place.
             None => remove_headers.push(name.clone()),

@@ -108,18 +108,29 @@ fn original_uri(headers: &HeaderMap) -> Option<Cow<'_, str>> {
         return Some(v.to_str().map_or(Cow::Borrowed(""), Cow::Borrowed));
     }
     if let Some(v) = headers.get("x-original-url") {
-        let path = v
-            .to_str()
-            .ok()
-            .and_then(|s| url::Url::parse(s).ok())
-            .map(|u| u[url::Position::BeforePath..url::Position::AfterQuery].to_owned())
-            .unwrap_or_default();
-        return Some(Cow::Owned(path));
+        return Some(
+            v.to_str()
+                .map_or(Cow::Borrowed(""), |url| Cow::Borrowed(target_of_url(url))),
+        );
     }
     if let Some(v) = headers.get("x-forwarded-uri") {
         return Some(v.to_str().map_or(Cow::Borrowed(""), Cow::Borrowed));
     }
     None
+}
+
+/// The request target of ingress-nginx's full `X-Original-URL` (`scheme://authority/path?query`),
+/// as text. Not through a URL parser: WHATWG parsing turns `\` into `/` and resolves dot
+/// segments, so the path judged would not be the one nginx passes to the back end. `""` (a
+/// `BAD_REQUEST`) when there is no `scheme://` or no path.
+fn target_of_url(url: &str) -> &str {
+    let Some((_scheme, rest)) = url.split_once("://") else {
+        return "";
+    };
+    match rest.find(['/', '?', '#']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        _ => "",
+    }
 }
 
 /// The client as the proxy saw it: the last `X-Forwarded-For` entry (the one the proxy in front
@@ -181,4 +192,26 @@ pub fn response(d: &Decision) -> Response {
         *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         fallback
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_of_url;
+
+    #[test]
+    fn original_url_keeps_the_raw_target() {
+        let cases = [
+            ("https://app.example/api/u1/tasks?x=1", "/api/u1/tasks?x=1"),
+            ("http://app.example:8080/", "/"),
+            ("https://app.example/api/u2/x\\..\\u1", "/api/u2/x\\..\\u1"),
+            ("https://app.example/a/../b", "/a/../b"),
+            ("https://app.example?x=/api/u1/", ""),
+            ("https://app.example", ""),
+            ("/api/u1/tasks", ""),
+            ("", ""),
+        ];
+        for (url, want) in cases {
+            assert_eq!(target_of_url(url), want, "{url}");
+        }
+    }
 }

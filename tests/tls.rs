@@ -525,11 +525,7 @@ static_resources:
     // Ready when the admin endpoint says LIVE.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(out) = Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{admin}/ready")])
-            .output()
-            && out.status.success()
-        {
+        if http_get_ok(admin, "/ready") {
             break;
         }
         assert!(
@@ -550,7 +546,10 @@ fn http_get_ok(port: u16, path: &str) -> bool {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     if stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .is_err()
     {
         return false;

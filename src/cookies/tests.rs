@@ -199,3 +199,17 @@ fn thousands_of_cookies_keep_only_ours() {
     let got = BetterAuthCookies::parse("better-auth", [h.as_str()]);
     assert_eq!(got.header, format!("better-auth.session_token={TOKEN}"));
 }
+
+#[test]
+fn an_unsendable_sibling_cookie_is_dropped_without_failing_the_session() {
+    let h = format!(
+        "better-auth.session_token={TOKEN}; better-auth.pref=caf\u{e9}; better-auth.session_data=ok"
+    );
+    let got = BetterAuthCookies::parse("better-auth", [h.as_str()]);
+    assert!(!got.unforwardable);
+    assert_eq!(
+        got.header,
+        format!("better-auth.session_token={TOKEN}; better-auth.session_data=ok")
+    );
+    assert_eq!(got.verdict(), CookieVerdict::Plausible);
+}

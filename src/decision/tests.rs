@@ -353,7 +353,7 @@ fn missing_or_unsafe_identity_values_remove_the_header() {
 fn an_unsafe_user_id_is_an_auth_error() {
     let p = policy();
     let c = session_cookie();
-    for id in ["", "u1\nx", "u\u{0}"] {
+    for id in ["", "u1\nx", "u\u{0}", " u1", "u1\t"] {
         let lookup = SessionLookup::Valid {
             user: SessionUser {
                 id: id.into(),

@@ -491,9 +491,11 @@ COOKIE_CASES = [
     CookieCase("non-utf8-in-session-value",
                lambda a, b: [b"Cookie: better-auth.session_token=abc\xff\xfe.sig"],
                {"envoy": 401, "nginx": 401, "direct": 401}, 0, {"SESSION_INVALID"}),
+    # A sibling Better Auth cookie with unsendable bytes is left out, not fatal: a sibling subdomain
+    # able to set one must not lock users out. The session itself is still checked.
     CookieCase("non-utf8-in-other-better-auth-cookie-with-session",
                lambda a, b: [cookie_line(a.cookie.encode() + b"; better-auth.pref=caf\xe9")],
-               {"envoy": 401, "nginx": 401, "direct": 401}, 0, {"SESSION_INVALID"}),
+               {"envoy": "be200", "nginx": "be200", "direct": 200}, 1),
     CookieCase("non-utf8-in-unrelated-cookie-with-session",
                lambda a, b: [cookie_line(b"theme=\xff\xfe; " + a.cookie.encode())],
                {"envoy": "be200", "nginx": "be200", "direct": 200}, 1),
