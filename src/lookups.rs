@@ -164,7 +164,7 @@ impl Lookups {
             return SessionLookup::Unavailable(Detail::Overloaded);
         };
         let _inflight = self.metrics.inflight();
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "better_auth.get_session",
             otel.kind = "client",
             otel.status_code = Empty,

@@ -4,8 +4,8 @@
 //! carries a user id, path, cookie or token, so cardinality stays bounded whatever traffic does.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::better_auth::Outcome;
@@ -39,12 +39,17 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// Handles the request path records into. Cheap to clone (each metric is an `Arc` inside).
+/// Every labelled series is resolved once at start-up, so recording is an atomic add, not a
+/// label lookup.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    decisions: IntCounterVec,
-    check_duration: HistogramVec,
-    upstream_duration: HistogramVec,
+    /// Indexed by `transport * Reason::ALL.len() + reason`.
+    decisions: Vec<IntCounter>,
+    /// Indexed by transport.
+    check_duration: Vec<Histogram>,
+    /// Indexed by lookup outcome.
+    upstream_duration: Vec<Histogram>,
     upstream_inflight: IntGauge,
     cache: IntCounterVec,
     coalesced: IntCounter,
@@ -126,24 +131,31 @@ impl Metrics {
         ))?;
 
         // Every series exists from the start, so rates and ratios are defined at zero.
+        let mut decision_series = Vec::new();
+        let mut check_series = Vec::new();
         for transport in Transport::ALL {
-            check_duration.with_label_values(&[transport.label()]);
+            check_series.push(check_duration.with_label_values(&[transport.label()]));
             for reason in Reason::ALL {
-                decisions.with_label_values(&[transport.label(), verdict(reason), reason.code()]);
+                decision_series.push(decisions.with_label_values(&[
+                    transport.label(),
+                    verdict(reason),
+                    reason.code(),
+                ]));
             }
         }
         for result in ["hit", "miss"] {
             cache.with_label_values(&[result]);
         }
-        for outcome in Outcome::ALL {
-            upstream_duration.with_label_values(&[outcome.label()]);
-        }
+        let upstream_series = Outcome::ALL
+            .iter()
+            .map(|o| upstream_duration.with_label_values(&[o.label()]))
+            .collect();
 
         Ok(Metrics {
             registry,
-            decisions,
-            check_duration,
-            upstream_duration,
+            decisions: decision_series,
+            check_duration: check_series,
+            upstream_duration: upstream_series,
             upstream_inflight,
             cache,
             coalesced,
@@ -153,18 +165,19 @@ impl Metrics {
     }
 
     pub fn record_check(&self, transport: Transport, reason: Reason, seconds: f64) {
-        self.decisions
-            .with_label_values(&[transport.label(), verdict(reason), reason.code()])
-            .inc();
-        self.check_duration
-            .with_label_values(&[transport.label()])
-            .observe(seconds);
+        let t = transport as usize;
+        if let Some(counter) = self.decisions.get(t * Reason::ALL.len() + reason as usize) {
+            counter.inc();
+        }
+        if let Some(histogram) = self.check_duration.get(t) {
+            histogram.observe(seconds);
+        }
     }
 
     pub fn record_lookup(&self, outcome: Outcome, seconds: f64) {
-        self.upstream_duration
-            .with_label_values(&[outcome.label()])
-            .observe(seconds);
+        if let Some(histogram) = self.upstream_duration.get(outcome as usize) {
+            histogram.observe(seconds);
+        }
     }
 
     pub fn record_cache(&self, hit: bool) {
@@ -211,4 +224,41 @@ impl Drop for InflightGuard {
 
 fn verdict(reason: Reason) -> &'static str {
     if reason.is_allow() { "allow" } else { "deny" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_indexes_follow_declaration_order() {
+        for (i, t) in Transport::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i);
+        }
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+    }
+
+    #[test]
+    fn each_record_lands_on_its_own_series() {
+        let m = Metrics::new().unwrap();
+        m.record_check(Transport::Http, Reason::UserMismatch, 0.001);
+        m.record_lookup(Outcome::Unavailable, 0.2);
+        let text = m.render();
+        let one = |series: &str| text.lines().any(|l| l == format!("{series} 1"));
+        assert!(
+            one(
+                r#"better_authz_decisions_total{decision="deny",reason="USER_MISMATCH",transport="http"}"#
+            ),
+            "{text}"
+        );
+        assert!(one(
+            r#"better_authz_check_duration_seconds_count{transport="http"}"#
+        ));
+        assert!(one(
+            r#"better_authz_better_auth_request_duration_seconds_count{outcome="unavailable"}"#
+        ));
+        assert!(text.contains(r#"better_authz_check_duration_seconds_count{transport="grpc"} 0"#));
+    }
 }

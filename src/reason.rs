@@ -270,6 +270,14 @@ mod tests {
     }
 
     #[test]
+    fn all_is_in_declaration_order() {
+        // Metrics index their series by `reason as usize`.
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r}");
+        }
+    }
+
+    #[test]
     fn codes_are_unique_screaming_snake_case() {
         let mut seen = std::collections::HashSet::new();
         for r in Reason::ALL {

@@ -20,7 +20,7 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -91,10 +91,12 @@ pub fn init(format: LogFormat, config: &TelemetryConfig) -> Result<Telemetry, St
         Some(otlp) => {
             let provider = tracer_provider(otlp.protocol, &otlp.endpoint, config)?;
             let tracer = provider.tracer("better-authz");
-            // The service's own spans at info and above, whatever RUST_LOG says for logs.
-            let targets = Targets::new()
-                .with_target(env!("CARGO_CRATE_NAME"), LevelFilter::INFO)
-                .with_default(LevelFilter::OFF);
+            // The service's own spans (any level) and its warnings and errors as span events,
+            // whatever RUST_LOG says for logs.
+            let targets = filter_fn(|m| {
+                m.target().starts_with(env!("CARGO_CRATE_NAME"))
+                    && (m.is_span() || *m.level() <= tracing::Level::WARN)
+            });
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 .with_filter(targets)
