@@ -853,19 +853,6 @@ def test_dead_instance_envoy_does_not_know_about_is_retried_around(base: Base):
     assert_every_answer_right(*dead_endpoint(base, "dead-retry", "grpc_service"))
 
 
-@pytest.mark.skipif(os.environ.get("LIFECYCLE_EVIDENCE") != "1",
-                    reason="evidence run only (LIFECYCLE_EVIDENCE=1): shows what the retry policy fixes")
-@pytest.mark.parametrize("retry", [None, "envoy_grpc"])
-def test_evidence_without_retry_policy(base: Base, retry):
-    """Not a check of better-authz: the rolling restart without delay and the dead endpoint, without the
-    retry policy or with it at grpc_service.envoy_grpc.retry_policy (documented as xDS-only). Prints
-    the 503s; asserts only that no answer was wrong (a 503 fails closed)."""
-    result, _, report, _ = rolling_restart(base, f"evidence-rolling-{retry or 'none'}", 0, retry)
-    assert result.wrong == [], report
-    result, _, report, _ = dead_endpoint(base, f"evidence-dead-{retry or 'none'}", retry)
-    assert result.wrong == [], report
-
-
 # --------------------------------------------------------------------------------------------- graceful shutdown
 
 class StandInBetterAuth:
