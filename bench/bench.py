@@ -675,7 +675,13 @@ def summarize(rows: dict) -> dict:
         target("better-authz RSS under load (peak of all rows)", f"{max(peaks):.1f} MiB", "< 30 MiB", max(peaks) < 30)
     if "envoy" in rows and "direct" in rows:
         v = s["vs_direct"]["envoy"]["throughput"]
-        target("Envoy throughput vs direct get-session, same concurrency", f"{v:.0%}", "≥ 90 %", v >= 0.9)
+        target("Envoy throughput vs direct get-session (1), same concurrency", f"{v:.0%}", "≥ 90 %", v >= 0.9)
+        if "direct_again" in rows:
+            # Rows 2-4 ran between 1 and 1′: their mean is the floor while they ran, if it drifted.
+            floor = (rows["direct"]["rps"] + rows["direct_again"]["rps"]) / 2
+            v = rows["envoy"]["rps"] / floor
+            s["envoy_vs_direct_bracketed"] = round(v, 3)
+            target("Envoy throughput vs the mean of 1 and 1′ (drift-corrected)", f"{v:.0%}", "≥ 90 %", v >= 0.9)
         v = rows["envoy"]["latency_ms"]["p95"]
         target("Envoy p95 end to end, closed loop (Better Auth saturated)", f"{v:.1f} ms", "far below 50 ms (< 25 ms)", v < 25)
     if "envoy_open" in rows:
@@ -795,7 +801,22 @@ def update_doc(md: str) -> None:
     say(f"updated the results section of {doc.name}")
 
 
+def report_only(path: Path) -> int:
+    """Recompute the summary and the markdown of a results file (no measuring)."""
+    doc = json.loads(path.read_text())
+    doc["summary"] = summarize(doc["rows"])
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    md = markdown(doc)
+    path.with_suffix(".md").write_text(md)
+    print(md)
+    if UPDATE_DOC:
+        update_doc(md)
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        sys.exit(report_only(Path(sys.argv[2])))
     try:
         sys.exit(main())
     finally:
