@@ -21,6 +21,9 @@ use crate::reason::Detail;
 /// generous room while refusing to buffer a runaway answer.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Idle kept-alive connections to Better Auth are closed after this long.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// `User-Agent` when the client sent none.
 const DEFAULT_USER_AGENT: &str = concat!("better-authz/", env!("CARGO_PKG_VERSION"));
 
@@ -101,7 +104,9 @@ impl BetterAuthClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.timeout)
             .pool_max_idle_per_host(options.pool_max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below Node's default keep-alive timeout (5 s), so we close an idle connection
+            // before Better Auth does and never send a check into one it is closing.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .http1_only()
             .build()

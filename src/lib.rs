@@ -189,7 +189,7 @@ pub async fn run(
     let http_stop = stop_checks.clone();
     let http_task = match &tls {
         None => tokio::spawn(async move {
-            axum::serve(listeners.http, http_app)
+            axum::serve(http::NoDelayListener(listeners.http), http_app)
                 .with_graceful_shutdown(http_stop.cancelled_owned())
                 .await
                 .map_err(|e| Error::Serve("HTTP", e.to_string()))
