@@ -367,29 +367,13 @@ async fn better_auth_over_tls_with_a_private_ca() {
     let service = Service::start(a).await;
     let session = session_cookie();
     let headers = [("cookie", session.as_str())];
-    let ok = flatten(
-        service
-            .grpc_client()
-            .await
-            .check(envoy_check("GET", "/api/u1/tasks", &headers))
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let ok = service.check("GET", "/api/u1/tasks", &headers).await;
     assert_eq!(ok.http_status, 200);
     assert_eq!(stand_in.calls(), 1);
 
     // Without it the certificate is unknown: fail closed, Better Auth never sees the cookie.
     let service = Service::start(base_args(&url)).await;
-    let denied = flatten(
-        service
-            .grpc_client()
-            .await
-            .check(envoy_check("GET", "/api/u1/tasks", &headers))
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let denied = service.check("GET", "/api/u1/tasks", &headers).await;
     assert_eq!(
         (denied.http_status, denied.error_code()),
         (503, "AUTH_UNAVAILABLE")

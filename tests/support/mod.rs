@@ -251,6 +251,17 @@ impl Service {
             .expect("connect gRPC")
     }
 
+    /// One Envoy-style check over a fresh gRPC connection, flattened for assertions.
+    pub async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let resp = self
+            .grpc_client()
+            .await
+            .check(envoy_check(method, path, headers))
+            .await
+            .expect("a decision is an OK gRPC response");
+        flatten(resp.into_inner())
+    }
+
     pub fn http_url(&self) -> String {
         format!("http://{}/auth", self.http)
     }
