@@ -810,7 +810,9 @@ fn within(base: Held, now: Held, slack: usize) -> bool {
 /// what is left after that is judged by the caller, with its slack.
 async fn settle(raw: &Raw, base: Held) -> Held {
     let mut now = held(raw);
-    for _ in 0..300 {
+    // Up to 10 s: under CI's parallel property tests, closing connections that a 100 MB
+    // stand-in is still writing into took longer than 3 s. The leak check itself is unchanged.
+    for _ in 0..1000 {
         if within(base, now, 0) {
             break;
         }
