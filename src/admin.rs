@@ -12,6 +12,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::better_auth::BetterAuthClient;
 use crate::metrics::Metrics;
 
 /// How often Better Auth's `/ok` is probed.
@@ -33,6 +36,24 @@ impl Readiness {
     pub fn record_probe(&self, ok: bool) {
         if ok && let Ok(mut last) = self.last_ok.lock() {
             *last = Some(Instant::now());
+        }
+    }
+
+    /// Probe Better Auth's `/ok` until stopped; readiness follows the answers.
+    pub async fn follow(self: Arc<Self>, client: BetterAuthClient, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    let ok = client.probe().await;
+                    if !ok {
+                        tracing::debug!("Better Auth /ok probe failed");
+                    }
+                    self.record_probe(ok);
+                }
+            }
         }
     }
 

@@ -86,6 +86,13 @@ impl Authorizer {
         let elapsed = start.elapsed();
         self.metrics
             .record_check(transport, decision.reason, elapsed.as_secs_f64());
+        if !decision.is_allow() {
+            self.metrics.record_deny_detail(decision.detail);
+        }
+        if !decision.dropped_headers.is_empty() {
+            self.metrics
+                .record_dropped_identity(decision.dropped_headers.len());
+        }
         span.record("authz.decision", verdict(&decision));
         span.record("authz.reason", decision.reason.code());
         span.record("http.response.status_code", decision.reason.http_status());
@@ -130,5 +137,12 @@ fn log_decision(transport: Transport, req: &CheckRequest<'_>, d: &Decision, late
     match d.reason {
         Reason::AuthError | Reason::AuthUnavailable => line!(warn),
         _ => line!(debug),
+    }
+    if !d.dropped_headers.is_empty() {
+        tracing::warn!(
+            user_id = d.user_id.as_deref().unwrap_or(""),
+            headers = d.dropped_headers.join(","),
+            "identity value from Better Auth too long or unsendable: header removed"
+        );
     }
 }

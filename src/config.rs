@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::decision::{IdentityHeaders, Policy};
+use crate::http::ForwardAuth;
 use crate::path::{PathPrefix, UserPathPattern};
 use crate::tls::{TlsError, TlsFiles};
 
@@ -28,6 +29,8 @@ pub const ENV_UPSTREAM_POOL_MAX_IDLE: &str = "AUTHZ_UPSTREAM_POOL_MAX_IDLE";
 pub const ENV_MAX_INFLIGHT: &str = "AUTHZ_MAX_INFLIGHT";
 pub const ENV_CACHE_TTL_MS: &str = "AUTHZ_CACHE_TTL_MS";
 pub const ENV_CACHE_MAX_ENTRIES: &str = "AUTHZ_CACHE_MAX_ENTRIES";
+pub const ENV_CACHE_MAX_BYTES: &str = "AUTHZ_CACHE_MAX_BYTES";
+pub const ENV_FORWARD_AUTH: &str = "AUTHZ_FORWARD_AUTH";
 pub const ENV_HEADER_USER_ID: &str = "AUTHZ_HEADER_USER_ID";
 pub const ENV_HEADER_USER_EMAIL: &str = "AUTHZ_HEADER_USER_EMAIL";
 pub const ENV_HEADER_USER_NAME: &str = "AUTHZ_HEADER_USER_NAME";
@@ -66,8 +69,13 @@ pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: usize = 64;
 pub const DEFAULT_MAX_INFLIGHT: usize = 512;
 /// No cache by default: every check sees revocations at once (prior art: better-auth#6966).
 pub const DEFAULT_CACHE_TTL_MS: u64 = 0;
-/// About 1 KiB an entry: 10 k sessions is ~10 MiB at most.
+/// 10 k sessions: most instances serve far fewer active sessions within one TTL.
 pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 10_000;
+/// 16 MiB: the cache's memory bound whatever Better Auth's names and emails weigh; with the
+/// default entry count, about 1.6 KiB an entry.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Listener address meaning "do not listen": for installs that use one proxy only.
+pub const LISTENER_OFF: &str = "off";
 pub const DEFAULT_HEADER_USER_ID: &str = "x-user-id";
 pub const DEFAULT_HEADER_USER_EMAIL: &str = "x-user-email";
 pub const DEFAULT_HEADER_USER_NAME: &str = "x-user-name";
@@ -103,12 +111,13 @@ pub struct Args {
     #[arg(long, env = ENV_SESSION_PATH)]
     pub better_auth_session_path: Option<String>,
 
-    /// Envoy ext_authz gRPC listener (also grpc.health.v1) [default: 0.0.0.0:9001]
+    /// Envoy ext_authz gRPC listener (also grpc.health.v1), or `off` [default: 0.0.0.0:9001]
     #[arg(long, env = ENV_GRPC_ADDR)]
     pub grpc_addr: Option<String>,
 
     /// HTTP listener for nginx auth_request / ingress-nginx auth-url / Traefik ForwardAuth,
-    /// path /auth. Reachable by the proxy only: it trusts X-Original-URI. [default: 0.0.0.0:9002]
+    /// path /auth, or `off`. Reachable by the proxy only: it trusts the proxy's headers
+    /// [default: 0.0.0.0:9002]
     #[arg(long, env = ENV_HTTP_ADDR)]
     pub http_addr: Option<String>,
 
@@ -157,6 +166,17 @@ pub struct Args {
     /// Most sessions kept in the cache [default: 10000]
     #[arg(long, env = ENV_CACHE_MAX_ENTRIES)]
     pub cache_max_entries: Option<String>,
+
+    /// Most bytes the cache's entries may hold (names and emails included) [default: 16777216]
+    #[arg(long, env = ENV_CACHE_MAX_BYTES)]
+    pub cache_max_bytes: Option<String>,
+
+    /// Which proxy calls /auth, so which one header names the original URI, method and host:
+    /// nginx (X-Original-URI, X-Original-Method, Host), ingress-nginx (X-Original-URL,
+    /// X-Original-Method), traefik (X-Forwarded-Uri, -Method, -Host), or auto (any of them;
+    /// disagreeing or repeated ones are a 400) [default: auto]
+    #[arg(long, env = ENV_FORWARD_AUTH)]
+    pub forward_auth: Option<String>,
 
     /// Header carrying the user id to the upstream [default: x-user-id]
     #[arg(long, env = ENV_HEADER_USER_ID)]
@@ -269,15 +289,19 @@ pub struct TelemetryConfig {
 pub struct Config {
     pub session_url: url::Url,
     pub ok_url: url::Url,
-    pub grpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
+    /// `None`: `off`, no gRPC listener.
+    pub grpc_addr: Option<SocketAddr>,
+    /// `None`: `off`, no HTTP listener.
+    pub http_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    pub forward_auth: ForwardAuth,
     pub policy: Policy,
     pub upstream_timeout: Duration,
     pub upstream_pool_max_idle: usize,
     pub max_inflight: usize,
     pub cache_ttl: Duration,
     pub cache_max_entries: usize,
+    pub cache_max_bytes: u64,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub shutdown_delay: Duration,
@@ -355,22 +379,37 @@ impl Config {
 
         let grpc_addr = p.check(
             ENV_GRPC_ADDR,
-            parse_addr(&text(&args.grpc_addr, DEFAULT_GRPC_ADDR)),
+            parse_listener_addr(&text(&args.grpc_addr, DEFAULT_GRPC_ADDR)),
         );
         let http_addr = p.check(
             ENV_HTTP_ADDR,
-            parse_addr(&text(&args.http_addr, DEFAULT_HTTP_ADDR)),
+            parse_listener_addr(&text(&args.http_addr, DEFAULT_HTTP_ADDR)),
+        );
+        if let (Some(None), Some(None)) = (grpc_addr, http_addr) {
+            p.add(
+                ENV_HTTP_ADDR,
+                format!(
+                    "{ENV_GRPC_ADDR} and {ENV_HTTP_ADDR} are both off: nothing would serve checks"
+                ),
+            );
+        }
+        let forward_auth = p.check(
+            ENV_FORWARD_AUTH,
+            ForwardAuth::parse(&text(&args.forward_auth, ForwardAuth::default().name())),
         );
         let admin_addr = p.check(
             ENV_ADMIN_ADDR,
             parse_addr(&text(&args.admin_addr, DEFAULT_ADMIN_ADDR)),
         );
         if let (Some(g), Some(h), Some(a)) = (grpc_addr, http_addr, admin_addr) {
-            let clash = |x: SocketAddr, y: SocketAddr| x.port() != 0 && x == y;
-            if clash(g, h) {
+            let clash = |x: Option<SocketAddr>, y: Option<SocketAddr>| match (x, y) {
+                (Some(x), Some(y)) => x.port() != 0 && x == y,
+                _ => false,
+            };
+            if let (true, Some(h)) = (clash(g, h), h) {
                 p.add(ENV_HTTP_ADDR, format!("{h} is also {ENV_GRPC_ADDR}"));
             }
-            if clash(g, a) || clash(h, a) {
+            if clash(g, Some(a)) || clash(h, Some(a)) {
                 p.add(
                     ENV_ADMIN_ADDR,
                     format!("{a} is also used by another listener"),
@@ -442,6 +481,15 @@ impl Config {
                 1,
                 10_000_000,
             ),
+        );
+        let cache_max_bytes = p.check(
+            ENV_CACHE_MAX_BYTES,
+            parse_count(
+                &text(&args.cache_max_bytes, &DEFAULT_CACHE_MAX_BYTES.to_string()),
+                4096,
+                1 << 40,
+            )
+            .map(|n| n as u64),
         );
         let user_id = p.check(
             ENV_HEADER_USER_ID,
@@ -532,6 +580,8 @@ impl Config {
             Some(max_inflight),
             Some(cache_ttl),
             Some(cache_max_entries),
+            Some(cache_max_bytes),
+            Some(forward_auth),
             Some(user_id),
             Some(email),
             Some(name),
@@ -555,6 +605,8 @@ impl Config {
             max_inflight,
             cache_ttl,
             cache_max_entries,
+            cache_max_bytes,
+            forward_auth,
             user_id,
             email,
             name,
@@ -578,6 +630,7 @@ impl Config {
             grpc_addr,
             http_addr,
             admin_addr,
+            forward_auth,
             policy: Policy {
                 cookie_prefix,
                 public_paths,
@@ -594,6 +647,7 @@ impl Config {
             max_inflight,
             cache_ttl,
             cache_max_entries,
+            cache_max_bytes,
             log_format,
             shutdown_timeout,
             shutdown_delay,
@@ -613,14 +667,15 @@ impl Config {
         let public: Vec<String> = p.public_paths.iter().map(ToString::to_string).collect();
         let pattern = p.user_path.as_ref().map(ToString::to_string);
         format!(
-            "session_url={session_url} grpc_addr={} http_addr={} admin_addr={} cookie_prefix={} \
-             user_path_pattern={} public_paths={} allow_preflight={} upstream_timeout_ms={} \
-             upstream_pool_max_idle={} max_inflight={} cache_ttl_ms={} cache_max_entries={} \
-             identity_headers={} log_format={:?} shutdown_timeout_ms={} shutdown_delay_ms={} \
-             tls={} better_auth_ca={} otlp={}",
-            self.grpc_addr,
-            self.http_addr,
+            "session_url={session_url} grpc_addr={} http_addr={} admin_addr={} forward_auth={} \
+             cookie_prefix={} user_path_pattern={} public_paths={} allow_preflight={} \
+             upstream_timeout_ms={} upstream_pool_max_idle={} max_inflight={} cache_ttl_ms={} \
+             cache_max_entries={} cache_max_bytes={} identity_headers={} log_format={:?} \
+             shutdown_timeout_ms={} shutdown_delay_ms={} tls={} better_auth_ca={} otlp={}",
+            listener(self.grpc_addr),
+            listener(self.http_addr),
             self.admin_addr,
+            self.forward_auth.name(),
             p.cookie_prefix,
             pattern.as_deref().unwrap_or("-"),
             if public.is_empty() {
@@ -634,6 +689,7 @@ impl Config {
             self.max_inflight,
             self.cache_ttl.as_millis(),
             self.cache_max_entries,
+            self.cache_max_bytes,
             p.identity.all().collect::<Vec<_>>().join(","),
             self.log_format,
             self.shutdown_timeout.as_millis(),
@@ -824,6 +880,20 @@ fn endpoint_urls(base: &url::Url, path: &str) -> Result<(url::Url, url::Url), St
     let ok = url::Url::parse(&format!("{root}{parent}/ok"))
         .map_err(|e| format!("{path:?} does not make a probe URL ({e})"))?;
     Ok((session, ok))
+}
+
+fn listener(addr: Option<SocketAddr>) -> String {
+    addr.map_or(LISTENER_OFF.to_owned(), |a| a.to_string())
+}
+
+/// An address, or `off` (`None`).
+fn parse_listener_addr(raw: &str) -> Result<Option<SocketAddr>, String> {
+    if raw.eq_ignore_ascii_case(LISTENER_OFF) {
+        return Ok(None);
+    }
+    parse_addr(raw)
+        .map(Some)
+        .map_err(|e| format!("{e}, or {LISTENER_OFF}"))
 }
 
 fn parse_addr(raw: &str) -> Result<SocketAddr, String> {

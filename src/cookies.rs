@@ -5,10 +5,12 @@
 //! forwarded byte for byte: Better Auth signs the URL-encoded value, so decoding or unquoting
 //! would break the signature check (prior art: Oathkeeper#1158).
 //!
-//! Separators: browsers join cookies with `; `, but Envoy joins repeated `Cookie` headers with
-//! `,` in `attributes.request.http.headers`, so both `;` and `,` separate pairs. A cookie-octet
-//! (RFC 6265 §4.1.1) never contains either, and Better Auth's values are URL-encoded, so splitting
-//! on `,` cannot cut a Better Auth value in two.
+//! Separators: pairs are split on `;` only, exactly as Better Auth's cookie parser (better-call's
+//! `parseCookies`) splits them, so that what we call a session is what Better Auth will read.
+//! `theme=x,better-auth.session_token=T` is one cookie named `theme` to Better Auth, and so to
+//! us. (Envoy's `headers` map joins repeated `Cookie` headers with `,`; the shipped Envoy sends
+//! `header_map` instead, one entry per header line. HTTP/1.1 clients must send one `Cookie`
+//! line, and HTTP/2 crumbs are re-joined with `; `.)
 
 /// Upper bound on the summed size of a request's `Cookie` headers. Browsers cap a cookie at
 /// 4 KiB and a domain at ~180 cookies, but proxies cap header blocks far lower (nginx 8 KiB per
@@ -28,6 +30,10 @@ pub struct BetterAuthCookies {
     pub header: String,
     /// How many session token cookies (plain or `__Secure-`) were present, empty ones included.
     pub session_cookies: usize,
+    /// The session cookies alone (`session_token` and `session_data`, its chunks included) as
+    /// forwarded: what a session lookup's answer depends on, and so the cache and coalescing
+    /// key. Other Better Auth cookies are left out, so junk cookies cannot mint new keys.
+    pub session_key: String,
     /// Session token values (unquoted view), for shape checks only; never logged.
     session_values: Vec<String>,
     /// A session token cookie had a byte that cannot be sent in a header (control, space,
@@ -58,10 +64,25 @@ impl BetterAuthCookies {
             format!("{plain_prefix}session_token"),
             format!("{secure_prefix}session_token"),
         ];
+        let data_names = [
+            format!("{plain_prefix}session_data"),
+            format!("{secure_prefix}session_data"),
+        ];
+        let is_session_data = |name: &str| {
+            data_names
+                .iter()
+                .any(|d| match name.strip_prefix(d.as_str()) {
+                    Some("") => true,
+                    Some(chunk) => chunk
+                        .strip_prefix('.')
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+                    None => false,
+                })
+        };
 
         let mut out = BetterAuthCookies::default();
         for header in headers {
-            for pair in header.split([';', ',']) {
+            for pair in header.split(';') {
                 let pair = pair.trim_matches([' ', '\t']);
                 let Some((name, value)) = pair.split_once('=') else {
                     continue;
@@ -84,6 +105,12 @@ impl BetterAuthCookies {
                 if is_session {
                     out.session_cookies += 1;
                     out.session_values.push(unquote(value).to_owned());
+                }
+                if is_session || is_session_data(name) {
+                    out.session_key.push_str(name);
+                    out.session_key.push('=');
+                    out.session_key.push_str(value);
+                    out.session_key.push(';');
                 }
                 if !out.header.is_empty() {
                     out.header.push_str("; ");

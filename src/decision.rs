@@ -32,13 +32,19 @@ pub struct IdentityHeaders {
     pub name: String,
 }
 
-/// What the core needs of a proxied request, whichever proxy asked.
-#[derive(Clone, Debug, Default)]
+/// What the core needs of a proxied request, whichever proxy asked. Holds cookie values: its
+/// `Debug` redacts them.
+#[derive(Clone, Default)]
 pub struct CheckRequest<'a> {
     /// The original request's method.
     pub method: &'a str,
-    /// The original request target: path, maybe with query; raw, not decoded.
+    /// The original request target: path, maybe with query; raw, not decoded. Empty when the
+    /// proxy did not say.
     pub path: &'a str,
+    /// The original request's host, as the proxy named it (not used by any rule yet).
+    pub host: Option<&'a str>,
+    /// The proxy's headers naming the original request disagree or repeat (HTTP transport).
+    pub forwarded_conflict: bool,
     /// Every `Cookie` header value of the original request.
     pub cookies: Vec<&'a str>,
     pub origin: Option<&'a str>,
@@ -46,6 +52,28 @@ pub struct CheckRequest<'a> {
     pub user_agent: Option<&'a str>,
     /// The downstream client's address, as the proxy saw it.
     pub client_addr: Option<&'a str>,
+}
+
+impl std::fmt::Debug for CheckRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("host", &self.host)
+            .field("forwarded_conflict", &self.forwarded_conflict)
+            .field(
+                "cookies",
+                &format_args!("<{} redacted>", self.cookies.len()),
+            )
+            .field("origin", &self.origin)
+            .field(
+                "access_control_request_method",
+                &self.access_control_request_method,
+            )
+            .field("user_agent", &self.user_agent)
+            .field("client_addr", &self.client_addr)
+            .finish()
+    }
 }
 
 /// The first step's answer.
@@ -69,6 +97,8 @@ pub struct Pending {
 pub struct SessionQuery {
     /// Only the Better Auth cookies, `"; "`-joined, values byte for byte.
     pub cookie_header: String,
+    /// What the answer depends on (the session cookies alone): the cache and coalescing key.
+    pub key_material: String,
     pub client_addr: Option<String>,
     pub user_agent: Option<String>,
 }
@@ -77,6 +107,7 @@ impl std::fmt::Debug for SessionQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionQuery")
             .field("cookie_header", &"<redacted>")
+            .field("key_material", &"<redacted>")
             .field("client_addr", &self.client_addr)
             .field("user_agent", &self.user_agent)
             .finish()
@@ -121,7 +152,15 @@ pub struct Decision {
     pub remove_headers: Vec<String>,
     /// `Set-Cookie` values from Better Auth for the client (allow and deny).
     pub set_cookies: Vec<String>,
+    /// Identity headers removed rather than set because Better Auth's value could not be sent
+    /// (over [`MAX_IDENTITY_VALUE_BYTES`], or control bytes), for the decision log.
+    pub dropped_headers: Vec<String>,
 }
+
+/// Upper bound on one identity header value. Better Auth bounds neither names nor emails; a
+/// longer value is dropped (the header removed, the request still allowed), a longer user id
+/// denies, because the id rules cannot be judged without it.
+pub const MAX_IDENTITY_VALUE_BYTES: usize = 1024;
 
 // === impl Decision ===
 
@@ -140,6 +179,7 @@ impl Decision {
             set_headers: Vec::new(),
             remove_headers: Vec::new(),
             set_cookies: Vec::new(),
+            dropped_headers: Vec::new(),
         }
     }
 
@@ -152,6 +192,7 @@ impl Decision {
             set_headers: Vec::new(),
             remove_headers: identity.all().map(str::to_owned).collect(),
             set_cookies: Vec::new(),
+            dropped_headers: Vec::new(),
         }
     }
 }
@@ -168,6 +209,12 @@ impl IdentityHeaders {
 
 /// Step one: everything that can be decided without Better Auth.
 pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
+    if req.forwarded_conflict {
+        return Plan::Done(Decision::deny(
+            Reason::BadRequest,
+            Detail::ConflictingForwardedHeaders,
+        ));
+    }
     let path = match NormalPath::parse(req.path) {
         Ok(path) => path,
         Err(PathError::NotAbsolute) if req.path.is_empty() => {
@@ -214,6 +261,7 @@ pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
         CookieVerdict::Plausible => Plan::Lookup(Pending {
             query: SessionQuery {
                 cookie_header: cookies.header,
+                key_material: cookies.session_key,
                 client_addr: req.client_addr.map(str::to_owned),
                 user_agent: req.user_agent.map(str::to_owned),
             },
@@ -261,10 +309,14 @@ pub fn decide(
     if !is_header_safe(&user.id) || user.id.trim() != user.id {
         return Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer);
     }
+    if user.id.len() > MAX_IDENTITY_VALUE_BYTES {
+        return Decision::deny(Reason::AuthError, Detail::UserIdTooLong);
+    }
 
     if let Some(pattern) = &policy.user_path
-        && let Some(segment) = pattern.user_segment(&pending.path)
-        && segment != user.id
+        && pattern
+            .user_segments(&pending.path)
+            .any(|segment| segment != user.id)
     {
         return Decision {
             user_id: Some(user.id),
@@ -275,16 +327,21 @@ pub fn decide(
 
     let mut set_headers = vec![(policy.identity.user_id.clone(), user.id.clone())];
     let mut remove_headers = Vec::new();
+    let mut dropped_headers = Vec::new();
     for (name, value) in [
         (&policy.identity.email, user.email),
         (&policy.identity.name, user.name),
     ] {
-        match value
-            .map(|v| v.trim().to_owned())
-            .filter(|v| is_header_safe(v))
-        {
-            Some(v) => set_headers.push((name.clone(), v)),
+        let value = value.as_deref().map(str::trim).filter(|v| !v.is_empty());
+        match value {
+            Some(v) if is_header_safe(v) && v.len() <= MAX_IDENTITY_VALUE_BYTES => {
+                set_headers.push((name.clone(), v.to_owned()));
+            }
             // A missing (or unsendable) value must not leave a client-sent header in place.
+            Some(_) => {
+                remove_headers.push(name.clone());
+                dropped_headers.push(name.clone());
+            }
             None => remove_headers.push(name.clone()),
         }
     }
@@ -296,7 +353,18 @@ pub fn decide(
         set_headers,
         remove_headers,
         set_cookies,
+        dropped_headers,
     }
+}
+
+/// The entry of an `X-Forwarded-For` value that the nearest proxy appended: the last one. Both
+/// adapters read the client address through this, from the last header line.
+pub fn last_forwarded_for(value: &str) -> Option<&str> {
+    value
+        .rsplit(',')
+        .next()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// A real CORS preflight: OPTIONS with `Origin` and `Access-Control-Request-Method`. Browsers

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::authorizer::Authorizer;
 use crate::decision::{self, Decision};
 use crate::metrics::Transport;
-use crate::reason::{Detail, Reason};
+
 use crate::telemetry::TraceHeaders;
 
 /// The tonic service. Cheap to clone.
@@ -43,47 +43,39 @@ impl Authorization for ExtAuthz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let check = request.into_inner();
-        let decision = match http_request(&check) {
-            Some(http) => {
-                let headers = Headers::of(http);
-                let cookies = headers.all("cookie");
-                let client_addr = client_address(&check).or_else(|| {
-                    headers
-                        .first("x-forwarded-for")
-                        .and_then(|xff| xff.rsplit(',').next().map(|a| a.trim().to_owned()))
-                        .filter(|a| !a.is_empty())
-                        .map(Cow::Owned)
-                });
-                let origin = headers.first("origin");
-                let preflight_method = headers.first("access-control-request-method");
-                let user_agent = headers.first("user-agent");
-                let req = decision::CheckRequest {
-                    method: &http.method,
-                    path: &http.path,
-                    cookies: cookies.iter().map(|c| c.as_ref()).collect(),
-                    origin: origin.as_deref(),
-                    access_control_request_method: preflight_method.as_deref(),
-                    user_agent: user_agent.as_deref(),
-                    client_addr: client_addr.as_deref(),
-                };
-                let traceparent = headers.first("traceparent");
-                let tracestate = headers.first("tracestate");
-                let trace = TraceHeaders {
-                    traceparent: traceparent.as_deref(),
-                    tracestate: tracestate.as_deref(),
-                };
-                self.authorizer.check(Transport::Grpc, &req, trace).await
-            }
-            None => {
-                let d = Decision::deny(Reason::BadRequest, Detail::MissingOriginalUri);
-                tracing::debug!(
-                    transport = "grpc",
-                    reason = d.reason.code(),
-                    "check without attributes.request.http"
-                );
-                d
-            }
+        // Without `attributes.request.http` there is nothing to judge: the core answers an
+        // empty path with `BAD_REQUEST`, counted and logged like every decision.
+        let empty = HttpRequest::default();
+        let http = http_request(&check).unwrap_or(&empty);
+        let headers = Headers::of(http);
+        let cookies = headers.all("cookie");
+        let client_addr = client_address(&check).or_else(|| {
+            headers
+                .last("x-forwarded-for")
+                .and_then(|xff| crate::decision::last_forwarded_for(&xff).map(str::to_owned))
+                .map(Cow::Owned)
+        });
+        let origin = headers.first("origin");
+        let preflight_method = headers.first("access-control-request-method");
+        let user_agent = headers.first("user-agent");
+        let req = decision::CheckRequest {
+            method: &http.method,
+            path: &http.path,
+            host: Some(http.host.as_str()).filter(|h| !h.is_empty()),
+            forwarded_conflict: false,
+            cookies: cookies.iter().map(|c| c.as_ref()).collect(),
+            origin: origin.as_deref(),
+            access_control_request_method: preflight_method.as_deref(),
+            user_agent: user_agent.as_deref(),
+            client_addr: client_addr.as_deref(),
         };
+        let traceparent = headers.first("traceparent");
+        let tracestate = headers.first("tracestate");
+        let trace = TraceHeaders {
+            traceparent: traceparent.as_deref(),
+            tracestate: tracestate.as_deref(),
+        };
+        let decision = self.authorizer.check(Transport::Grpc, &req, trace).await;
         Ok(Response::new(check_response(&decision)))
     }
 }
@@ -146,6 +138,10 @@ impl<'a> Headers<'a> {
 
     fn first(&self, name: &str) -> Option<Cow<'a, str>> {
         self.all(name).into_iter().next()
+    }
+
+    fn last(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.all(name).into_iter().next_back()
     }
 }
 

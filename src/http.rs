@@ -3,10 +3,12 @@
 //!
 //! The proxy tells us which request it means through headers: the URI in `X-Original-URI`
 //! (nginx), `X-Original-URL` (ingress-nginx, a full URL) or `X-Forwarded-Uri` (Traefik), the
-//! method in `X-Original-Method` / `X-Forwarded-Method`. Those headers are trusted, which is why
-//! this listener must be reachable by the proxy only. Allow is `200` with the identity as
-//! response headers for the proxy to copy upstream; deny is the status with the JSON body.
-//! Only this module knows axum and hyper types.
+//! method in `X-Original-Method` / `X-Forwarded-Method`, the host in `Host`, `X-Original-URL` or
+//! `X-Forwarded-Host`. [`ForwardAuth`] (`AUTHZ_FORWARD_AUTH`) fixes which one is trusted; in
+//! `auto`, headers that disagree or repeat make the check a `BAD_REQUEST`. The listener must
+//! still be reachable by the proxy only. Allow is `200` with the identity as response headers
+//! for the proxy to copy upstream; deny is the status with the JSON body; both carry
+//! `Cache-Control: no-store`. Only this module knows axum and hyper types.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::any;
-use http::header::{CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::authorizer::Authorizer;
@@ -69,73 +71,258 @@ impl
     }
 }
 
-pub fn router(authorizer: Arc<Authorizer>) -> Router {
+/// What `/auth` needs: the shared authorizer and which proxy's headers to trust.
+pub struct HttpAdapter {
+    pub authorizer: Arc<Authorizer>,
+    pub forward_auth: ForwardAuth,
+}
+
+pub fn router(adapter: HttpAdapter) -> Router {
     Router::new()
         .route(AUTH_PATH, any(auth))
-        .with_state(authorizer)
+        .with_state(Arc::new(adapter))
 }
 
 async fn auth(
-    State(authorizer): State<Arc<Authorizer>>,
+    State(adapter): State<Arc<HttpAdapter>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Some(uri) = original_uri(&headers) else {
-        let d = Decision::deny(Reason::BadRequest, Detail::MissingOriginalUri);
-        tracing::debug!(
-            transport = "http",
-            reason = d.reason.code(),
-            "check without original URI"
-        );
-        return response(&d);
-    };
-    let original_method = text(&headers, "x-original-method")
-        .or_else(|| text(&headers, "x-forwarded-method"))
-        .unwrap_or(Cow::Borrowed(method.as_str()));
+    let original = Original::read(adapter.forward_auth, &headers);
     let cookies: Vec<Cow<'_, str>> = headers
         .get_all(COOKIE)
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
         .collect();
     let client_addr = client_address(&headers, peer);
-    let origin = text(&headers, "origin");
-    let preflight_method = text(&headers, "access-control-request-method");
-    let user_agent = text(&headers, USER_AGENT.as_str());
+    let origin = text_ref(&headers, "origin");
+    let preflight_method = text_ref(&headers, "access-control-request-method");
+    let user_agent = text_ref(&headers, USER_AGENT.as_str());
 
     let req = CheckRequest {
-        method: &original_method,
-        path: &uri,
+        method: original.method.unwrap_or(method.as_str()),
+        // Missing or unusable: "", which the core answers with `BAD_REQUEST`.
+        path: original.uri.unwrap_or_default(),
+        host: original.host,
+        forwarded_conflict: original.conflict,
         cookies: cookies.iter().map(|c| c.as_ref()).collect(),
-        origin: origin.as_deref(),
-        access_control_request_method: preflight_method.as_deref(),
-        user_agent: user_agent.as_deref(),
+        origin,
+        access_control_request_method: preflight_method,
+        user_agent,
         client_addr: Some(&client_addr),
     };
     let trace = TraceHeaders {
         traceparent: text_ref(&headers, "traceparent"),
         tracestate: text_ref(&headers, "tracestate"),
     };
-    let decision = authorizer.check(Transport::Http, &req, trace).await;
+    let decision = adapter.authorizer.check(Transport::Http, &req, trace).await;
     response(&decision)
 }
 
-/// The original request target, from whichever header this proxy sets. `Some("")` when a
-/// header is present but unusable, so the core answers `BAD_REQUEST`.
-fn original_uri(headers: &HeaderMap) -> Option<Cow<'_, str>> {
-    if let Some(v) = headers.get("x-original-uri") {
-        return Some(v.to_str().map_or(Cow::Borrowed(""), Cow::Borrowed));
+/// `AUTHZ_FORWARD_AUTH`: which proxy calls `/auth`, and so which one header is trusted for each
+/// of the original request's URI, method and host. ingress-nginx (without `auth-method`) and
+/// Traefik pass every client header on and set only their own, so a client could otherwise
+/// add the header another proxy would use and choose the request being judged.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum ForwardAuth {
+    /// Any of the known headers; where several name the same thing they must agree.
+    #[default]
+    Auto,
+    /// The shipped `nginx.conf`: `X-Original-URI`, `X-Original-Method`, `Host`.
+    Nginx,
+    /// ingress-nginx's auth template: `X-Original-URL` (URI and host), `X-Original-Method`.
+    IngressNginx,
+    /// Traefik ForwardAuth: `X-Forwarded-Uri`, `X-Forwarded-Method`, `X-Forwarded-Host`.
+    Traefik,
+}
+
+// === impl ForwardAuth ===
+
+impl ForwardAuth {
+    pub const NAMES: [(&'static str, ForwardAuth); 4] = [
+        ("auto", ForwardAuth::Auto),
+        ("nginx", ForwardAuth::Nginx),
+        ("ingress-nginx", ForwardAuth::IngressNginx),
+        ("traefik", ForwardAuth::Traefik),
+    ];
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| raw.eq_ignore_ascii_case(name))
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+                format!("{raw:?} is not one of {}", names.join(", "))
+            })
     }
-    if let Some(v) = headers.get("x-original-url") {
-        return Some(
-            v.to_str()
-                .map_or(Cow::Borrowed(""), |url| Cow::Borrowed(target_of_url(url))),
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map_or("auto", |(name, _)| name)
+    }
+
+    /// The headers trusted for the URI, the method and the host, in `auto`'s order.
+    fn sources(self) -> Sources {
+        use Source::*;
+        match self {
+            ForwardAuth::Auto => Sources {
+                uri: &[Header("x-original-uri"), Url, Header("x-forwarded-uri")],
+                method: &["x-original-method", "x-forwarded-method"],
+                host: &[Url, Header("x-forwarded-host")],
+                host_header_fallback: true,
+            },
+            ForwardAuth::Nginx => Sources {
+                uri: &[Header("x-original-uri")],
+                method: &["x-original-method"],
+                host: &[Header("host")],
+                host_header_fallback: false,
+            },
+            ForwardAuth::IngressNginx => Sources {
+                uri: &[Url],
+                method: &["x-original-method"],
+                host: &[Url],
+                host_header_fallback: false,
+            },
+            ForwardAuth::Traefik => Sources {
+                uri: &[Header("x-forwarded-uri")],
+                method: &["x-forwarded-method"],
+                host: &[Header("x-forwarded-host")],
+                host_header_fallback: false,
+            },
+        }
+    }
+}
+
+struct Sources {
+    uri: &'static [Source],
+    method: &'static [&'static str],
+    host: &'static [Source],
+    /// `auto` only: with no forwarded host, the request's own `Host` (the shipped nginx sets it).
+    host_header_fallback: bool,
+}
+
+#[derive(Copy, Clone)]
+enum Source {
+    Header(&'static str),
+    /// ingress-nginx's `X-Original-URL`: the target for a URI, the authority for a host.
+    Url,
+}
+
+/// The original request as the trusted headers name it.
+#[derive(Default)]
+struct Original<'h> {
+    /// `None` when no trusted header names it; `Some("")` when one is unusable.
+    uri: Option<&'h str>,
+    method: Option<&'h str>,
+    host: Option<&'h str>,
+    /// Two trusted headers disagree, or one is repeated.
+    conflict: bool,
+}
+
+// === impl Original ===
+
+impl<'h> Original<'h> {
+    fn read(mode: ForwardAuth, headers: &'h HeaderMap) -> Self {
+        let sources = mode.sources();
+        let mut conflict = false;
+        let uri = agree(
+            sources.uri.iter().map(|s| s.values(headers, Part::Target)),
+            |a, b| a == b,
+            &mut conflict,
         );
+        let method = agree(
+            sources
+                .method
+                .iter()
+                .map(|name| Source::Header(name).values(headers, Part::Target)),
+            |a, b| a == b,
+            &mut conflict,
+        );
+        let mut host = agree(
+            sources.host.iter().map(|s| s.values(headers, Part::Host)),
+            |a, b| host_key(a) == host_key(b),
+            &mut conflict,
+        );
+        if host.is_none() && sources.host_header_fallback {
+            host = text_ref(headers, "host");
+        }
+        Original {
+            uri,
+            method,
+            host,
+            conflict,
+        }
     }
-    if let Some(v) = headers.get("x-forwarded-uri") {
-        return Some(v.to_str().map_or(Cow::Borrowed(""), Cow::Borrowed));
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Part {
+    Target,
+    Host,
+}
+
+// === impl Source ===
+
+impl Source {
+    /// Every value this source has in `headers` (several when the header is repeated), each
+    /// `""` when unusable.
+    fn values(self, headers: &HeaderMap, part: Part) -> Vec<&str> {
+        let name = match self {
+            Source::Header(name) => name,
+            Source::Url => "x-original-url",
+        };
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                let v = v.to_str().unwrap_or_default();
+                match (self, part) {
+                    (Source::Header(_), _) => v,
+                    (Source::Url, Part::Target) => target_of_url(v),
+                    (Source::Url, Part::Host) => authority_of_url(v),
+                }
+            })
+            .collect()
     }
-    None
+}
+
+/// The one value every source agrees on. A repeated header, or two sources that disagree, set
+/// `conflict`; the first value is still returned (the core denies on the conflict).
+fn agree<'h>(
+    sources: impl Iterator<Item = Vec<&'h str>>,
+    same: impl Fn(&str, &str) -> bool,
+    conflict: &mut bool,
+) -> Option<&'h str> {
+    let mut chosen: Option<&'h str> = None;
+    for values in sources {
+        if values.len() > 1 {
+            *conflict = true;
+        }
+        for v in values {
+            match chosen {
+                None => chosen = Some(v),
+                Some(c) if !same(c, v) => *conflict = true,
+                Some(_) => {}
+            }
+        }
+    }
+    chosen
+}
+
+/// A host for comparison: lower case, without port or trailing dot.
+fn host_key(host: &str) -> String {
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name),
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The request target of ingress-nginx's full `X-Original-URL` (`scheme://authority/path?query`),
@@ -152,6 +339,15 @@ fn target_of_url(url: &str) -> &str {
     }
 }
 
+/// The authority of `X-Original-URL`, `""` when there is none.
+fn authority_of_url(url: &str) -> &str {
+    let Some((_scheme, rest)) = url.split_once("://") else {
+        return "";
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
 /// The client as the proxy saw it: the last `X-Forwarded-For` entry (the one the proxy in front
 /// of us appended), else `X-Real-IP`, else the TCP peer (the proxy itself).
 fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
@@ -160,17 +356,11 @@ fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .next_back()
-        .and_then(|v| v.rsplit(',').next())
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
+        .and_then(crate::decision::last_forwarded_for);
     last_forwarded
         .or_else(|| text_ref(headers, "x-real-ip"))
         .map(str::to_owned)
         .unwrap_or_else(|| peer.ip().to_string())
-}
-
-fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, str>> {
-    text_ref(headers, name).map(Cow::Borrowed)
 }
 
 fn text_ref<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -181,7 +371,10 @@ fn text_ref<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 pub fn response(d: &Decision) -> Response {
     let status =
         StatusCode::from_u16(d.reason.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut builder = Response::builder().status(status);
+    // Never replayed for another request: an allow holds for this method, URI and session only.
+    let mut builder = Response::builder()
+        .status(status)
+        .header(CACHE_CONTROL, "no-store");
     let body = if d.is_allow() {
         for (name, value) in &d.set_headers {
             if let (Ok(name), Ok(value)) = (
@@ -209,6 +402,9 @@ pub fn response(d: &Decision) -> Response {
         // Only reachable if a header above were invalid, and those are filtered: deny anyway.
         let mut fallback = Response::new(Body::from(Reason::AuthError.deny_body(Detail::None)));
         *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        fallback
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         fallback
     })
 }

@@ -51,35 +51,60 @@ use crate::better_auth::{BetterAuthClient, ClientOptions};
 pub use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// The three listeners, bound before [`run`] so that callers choose ports (tests use port 0).
+/// The listeners, bound before [`run`] so that callers choose ports (tests use port 0). The
+/// gRPC or the HTTP one is `None` when configured `off`.
 pub struct Listeners {
-    pub grpc: TcpListener,
-    pub http: TcpListener,
+    pub grpc: Option<TcpListener>,
+    pub http: Option<TcpListener>,
     pub admin: TcpListener,
+}
+
+/// Where the listeners listen.
+#[derive(Copy, Clone, Debug)]
+pub struct BoundAddrs {
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub admin: SocketAddr,
 }
 
 // === impl Listeners ===
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let bind = |addr: SocketAddr, what: &'static str| async move {
+        async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Error> {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| Error::Bind { what, addr, source })
+        }
+        let grpc = match config.grpc_addr {
+            Some(addr) => Some(bind(addr, "gRPC").await?),
+            None => None,
+        };
+        let http = match config.http_addr {
+            Some(addr) => Some(bind(addr, "HTTP").await?),
+            None => None,
         };
         Ok(Listeners {
-            grpc: bind(config.grpc_addr, "gRPC").await?,
-            http: bind(config.http_addr, "HTTP").await?,
+            grpc,
+            http,
             admin: bind(config.admin_addr, "admin").await?,
         })
     }
 
-    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
-        Ok((
-            self.grpc.local_addr()?,
-            self.http.local_addr()?,
-            self.admin.local_addr()?,
-        ))
+    pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
+        Ok(BoundAddrs {
+            grpc: self
+                .grpc
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
+            http: self
+                .http
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
+            admin: self.admin.local_addr()?,
+        })
     }
 }
 
@@ -131,21 +156,24 @@ pub async fn run(
         lookups::LookupOptions {
             cache_ttl: config.cache_ttl,
             cache_max_entries: config.cache_max_entries,
+            cache_max_bytes: config.cache_max_bytes,
             max_inflight: config.max_inflight,
         },
     );
     let authorizer = Authorizer::new(config.policy.clone(), lookups, metrics.clone());
 
-    let stop_checks = CancellationToken::new();
-    let stop_admin = CancellationToken::new();
+    // One token tree: cancelling `stop_checks` stops the check listeners and the probe first;
+    // `stop_all` then stops the admin listener and the TLS watcher.
+    let stop_all = CancellationToken::new();
+    let stop_checks = stop_all.child_token();
 
-    let probe = tokio::spawn(probe_loop(client, readiness.clone(), stop_checks.clone()));
+    let probe = tokio::spawn(readiness.clone().follow(client, stop_checks.clone()));
 
     let tls = match &config.tls {
         Some(files) => {
             let reloader = tls::TlsReloader::new(files.clone())
                 .map_err(|e| Error::Setup(format!("TLS: {e:?}")))?;
-            tokio::spawn(reloader.clone().watch(stop_admin.clone()));
+            tokio::spawn(reloader.clone().watch(stop_all.clone()));
             Some(reloader)
         }
         None => None,
@@ -155,65 +183,31 @@ pub async fn run(
     health
         .set_serving::<AuthorizationServer<grpc::ExtAuthz>>()
         .await;
-    let grpc_router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(AuthorizationServer::new(grpc::ExtAuthz::new(
-            authorizer.clone(),
-        )));
-    let grpc_stop = stop_checks.clone();
-    let grpc_task = match &tls {
-        None => {
-            let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
-                .with_nodelay(Some(true));
-            tokio::spawn(async move {
-                grpc_router
-                    .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
-                    .await
-                    .map_err(|e| Error::Serve("gRPC", e.to_string()))
-            })
-        }
-        Some(tls) => {
-            let receiver = tls::incoming(listeners.grpc, tls.clone(), grpc_stop.clone());
-            let incoming = tokio_stream::wrappers::ReceiverStream::new(receiver)
-                .map(|(stream, _peer)| Ok::<_, std::io::Error>(tls::TlsConn(stream)));
-            tokio::spawn(async move {
-                grpc_router
-                    .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
-                    .await
-                    .map_err(|e| Error::Serve("gRPC", e.to_string()))
-            })
-        }
-    };
 
-    let http_app = http::router(authorizer).into_make_service_with_connect_info::<http::Peer>();
-    let http_stop = stop_checks.clone();
-    let http_task = match &tls {
-        None => tokio::spawn(async move {
-            axum::serve(http::NoDelayListener(listeners.http), http_app)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
-                .map_err(|e| Error::Serve("HTTP", e.to_string()))
-        }),
-        Some(tls) => {
-            let local_addr = listeners
-                .http
-                .local_addr()
-                .map_err(|e| Error::Serve("HTTP", e.to_string()))?;
-            let listener = tls::TlsListener {
-                receiver: tls::incoming(listeners.http, tls.clone(), http_stop.clone()),
-                local_addr,
-            };
-            tokio::spawn(async move {
-                axum::serve(listener, http_app)
-                    .with_graceful_shutdown(http_stop.cancelled_owned())
-                    .await
-                    .map_err(|e| Error::Serve("HTTP", e.to_string()))
-            })
-        }
-    };
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.grpc {
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(AuthorizationServer::new(grpc::ExtAuthz::new(
+                authorizer.clone(),
+            )));
+        servers.spawn(serve_grpc(
+            router,
+            listener,
+            tls.clone(),
+            stop_checks.clone(),
+        ));
+    }
+    if let Some(listener) = listeners.http {
+        let adapter = http::HttpAdapter {
+            authorizer,
+            forward_auth: config.forward_auth,
+        };
+        servers.spawn(serve_http(adapter, listener, tls, stop_checks.clone()));
+    }
 
     let admin_app = admin::router(readiness.clone(), metrics);
-    let admin_stop = stop_admin.clone();
+    let admin_stop = stop_all.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(listeners.admin, admin_app)
             .with_graceful_shutdown(admin_stop.cancelled_owned())
@@ -222,12 +216,9 @@ pub async fn run(
     });
 
     // Serve until asked to stop, or until a listener dies (then stop the rest).
-    let mut grpc_task = grpc_task;
-    let mut http_task = http_task;
     let early = tokio::select! {
         () = shutdown => None,
-        r = &mut grpc_task => Some(flatten(r)),
-        r = &mut http_task => Some(flatten(r)),
+        Some(r) = servers.join_next() => Some(flatten(r)),
     };
 
     readiness.start_shutdown();
@@ -249,16 +240,13 @@ pub async fn run(
     stop_checks.cancel();
     let drain = async {
         let mut result = Ok(());
-        if early.is_none() || !grpc_task.is_finished() {
-            result = result.and(flatten(grpc_task.await));
-        }
-        if !http_task.is_finished() || early.is_none() {
-            result = result.and(flatten(http_task.await));
+        while let Some(r) = servers.join_next().await {
+            result = result.and(flatten(r));
         }
         result
     };
     let drained = tokio::time::timeout(config.shutdown_timeout, drain).await;
-    stop_admin.cancel();
+    stop_all.cancel();
     let _ = admin_task.await;
     let _ = probe.await;
 
@@ -277,24 +265,63 @@ pub async fn run(
     }
 }
 
-fn flatten(r: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
-    r.map_err(|e| Error::Serve("task", e.to_string()))?
+/// The ext_authz gRPC listener, plain or TLS, until `stop`.
+async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<tls::TlsReloader>>,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let result = match tls {
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            let receiver = tls::incoming(listener, tls, stop.clone());
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(receiver)
+                .map(|(stream, _peer)| Ok::<_, std::io::Error>(tls::TlsConn(stream)));
+            router
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        }
+    };
+    result.map_err(|e| Error::Serve("gRPC", e.to_string()))
 }
 
-/// Probe Better Auth's `/ok` until stopped; readiness follows the answers.
-async fn probe_loop(client: BetterAuthClient, readiness: Arc<Readiness>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(admin::PROBE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {
-                let ok = client.probe().await;
-                if !ok {
-                    tracing::debug!("Better Auth /ok probe failed");
-                }
-                readiness.record_probe(ok);
-            }
+/// The `/auth` HTTP listener, plain or TLS, until `stop`.
+async fn serve_http(
+    adapter: http::HttpAdapter,
+    listener: TcpListener,
+    tls: Option<Arc<tls::TlsReloader>>,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let app = http::router(adapter).into_make_service_with_connect_info::<http::Peer>();
+    let result = match tls {
+        None => {
+            axum::serve(http::NoDelayListener(listener), app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
         }
-    }
+        Some(tls) => {
+            let local_addr = listener
+                .local_addr()
+                .map_err(|e| Error::Serve("HTTP", e.to_string()))?;
+            let listener = tls::TlsListener {
+                receiver: tls::incoming(listener, tls, stop.clone()),
+                local_addr,
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    };
+    result.map_err(|e| Error::Serve("HTTP", e.to_string()))
+}
+
+fn flatten(r: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
+    r.map_err(|e| Error::Serve("task", e.to_string()))?
 }

@@ -5,9 +5,12 @@
 //! - **Coalescing**: concurrent checks carrying the same Better Auth cookies share one call in
 //!   flight; each gets the same answer. Nothing outlives the call.
 //! - **Cache** (opt-in, `AUTHZ_CACHE_TTL_MS` > 0): valid sessions only, keyed by the SHA-256 of
-//!   the forwarded Better Auth cookies (never the value itself), kept for the TTL capped by the
-//!   session's `expiresAt`, bounded to `AUTHZ_CACHE_MAX_ENTRIES`. A revoked or signed-out session
-//!   stays accepted for at most the TTL.
+//!   the session cookies alone (`session_token`, `session_data`: never the value itself, never
+//!   the other Better Auth cookies, so junk cookies cannot mint keys), kept for the TTL capped by
+//!   the session's `expiresAt`. Bounded twice: by `AUTHZ_CACHE_MAX_BYTES` (each entry weighs
+//!   its estimated size, so long names cannot outgrow memory) and by `AUTHZ_CACHE_MAX_ENTRIES`
+//!   (no entry weighs less than bytes ÷ entries). A revoked or signed-out session stays
+//!   accepted for at most the TTL.
 //! - **Shedding**: at most `AUTHZ_MAX_INFLIGHT` calls to Better Auth at once; beyond that a check
 //!   is answered 503 at once instead of queueing without bound.
 
@@ -27,14 +30,18 @@ use crate::metrics::Metrics;
 use crate::reason::Detail;
 use crate::telemetry::{self, TraceHeaders};
 
-/// SHA-256 of the forwarded Better Auth cookies.
+/// SHA-256 of the session cookies.
 type Key = [u8; 32];
+
+/// Bytes an entry costs beyond its strings: the key, the entry, the cache's own slot.
+const ENTRY_OVERHEAD_BYTES: u64 = 160;
 
 #[derive(Clone, Debug)]
 pub struct LookupOptions {
     /// Zero: no cache.
     pub cache_ttl: Duration,
     pub cache_max_entries: usize,
+    pub cache_max_bytes: u64,
     pub max_inflight: usize,
 }
 
@@ -44,7 +51,21 @@ struct Cached {
     expires_at: OffsetDateTime,
     /// When the entry stops being served: min(now + TTL, expiresAt).
     until: Instant,
+    /// What the entry counts against `AUTHZ_CACHE_MAX_BYTES`, fixed at insertion.
+    weight: u64,
 }
+
+/// Weighs entries by their estimated size, never below `floor` (max bytes ÷ max entries).
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl quick_cache::Weighter<Key, Cached> for ByteWeighter {
+    fn weight(&self, _key: &Key, entry: &Cached) -> u64 {
+        entry.weight
+    }
+}
+
+type SessionCache = quick_cache::sync::Cache<Key, Cached, ByteWeighter>;
 
 /// A lookup in flight, for followers to wait on.
 type InFlight = watch::Receiver<Option<SessionLookup>>;
@@ -53,8 +74,10 @@ pub struct Lookups {
     client: BetterAuthClient,
     metrics: Metrics,
     in_flight: Mutex<HashMap<Key, InFlight>>,
-    cache: Option<quick_cache::sync::Cache<Key, Cached>>,
+    cache: Option<SessionCache>,
     cache_ttl: Duration,
+    /// The least an entry weighs, so that the byte bound also bounds the entry count.
+    weight_floor: u64,
     permits: Arc<Semaphore>,
 }
 
@@ -62,14 +85,17 @@ pub struct Lookups {
 
 impl Lookups {
     pub fn new(client: BetterAuthClient, metrics: Metrics, options: LookupOptions) -> Self {
+        let max_entries = options.cache_max_entries.max(1);
+        let max_bytes = options.cache_max_bytes.max(1);
         let cache = (!options.cache_ttl.is_zero())
-            .then(|| quick_cache::sync::Cache::new(options.cache_max_entries.max(1)));
+            .then(|| SessionCache::with_weighter(max_entries, max_bytes, ByteWeighter));
         Lookups {
             client,
             metrics,
             in_flight: Mutex::new(HashMap::new()),
             cache,
             cache_ttl: options.cache_ttl,
+            weight_floor: (max_bytes / max_entries as u64).max(1),
             permits: Arc::new(Semaphore::new(options.max_inflight)),
         }
     }
@@ -146,9 +172,10 @@ impl Lookups {
                         user: user.clone(),
                         expires_at: *expires_at,
                         until: Instant::now() + keep,
+                        weight: estimated_bytes(user).max(self.weight_floor),
                     },
                 );
-                self.metrics.set_cache_entries(cache.len());
+                self.metrics.set_cache_size(cache.len(), cache.weight());
             }
         }
         if let Some(sender) = sender {
@@ -187,11 +214,6 @@ impl Lookups {
             .record_lookup(outcome, start.elapsed().as_secs_f64());
         lookup
     }
-
-    /// Entries in the cache (for tests and metrics).
-    pub fn cache_len(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
-    }
 }
 
 enum Role<'a> {
@@ -223,8 +245,16 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
+/// What an entry for `user` holds in memory, about.
+fn estimated_bytes(user: &SessionUser) -> u64 {
+    let strings = user.id.len()
+        + user.email.as_ref().map_or(0, String::len)
+        + user.name.as_ref().map_or(0, String::len);
+    ENTRY_OVERHEAD_BYTES + strings as u64
+}
+
 fn key_of(query: &SessionQuery) -> Key {
-    let digest = ring::digest::digest(&ring::digest::SHA256, query.cookie_header.as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, query.key_material.as_bytes());
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
     key

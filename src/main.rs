@@ -48,8 +48,9 @@ async fn serve(config: Config) -> Result<(), better_authz::Error> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "configuration");
     let result = async {
         let listeners = Listeners::bind(&config).await?;
-        if let Ok((grpc, http, admin)) = listeners.addrs() {
-            tracing::info!(%grpc, %http, %admin, "listening");
+        if let Ok(addrs) = listeners.addrs() {
+            let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
+            tracing::info!(grpc = %show(addrs.grpc), http = %show(addrs.http), admin = %addrs.admin, "listening");
         }
         run(config, listeners, shutdown_signal()).await
     }

@@ -9,7 +9,7 @@ use prometheus::{
 };
 
 use crate::better_auth::Outcome;
-use crate::reason::Reason;
+use crate::reason::{Detail, Reason};
 
 /// Which adapter a check came through.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub struct Metrics {
     coalesced: IntCounter,
     shed: IntCounter,
     cache_entries: IntGauge,
+    cache_bytes: IntGauge,
+    deny_details: IntCounterVec,
+    dropped_identity: IntCounter,
 }
 
 // === impl Metrics ===
@@ -108,6 +111,22 @@ impl Metrics {
             "better_authz_cache_entries",
             "Sessions held in the cache (bounded by AUTHZ_CACHE_MAX_ENTRIES)",
         )?;
+        let cache_bytes = IntGauge::new(
+            "better_authz_cache_bytes",
+            "Estimated bytes held by the cache's entries (bounded by AUTHZ_CACHE_MAX_BYTES)",
+        )?;
+        let deny_details = IntCounterVec::new(
+            Opts::new(
+                "better_authz_deny_details_total",
+                "Denials by client-safe detail code: which refusal, finer than the reason",
+            ),
+            &["detail"],
+        )?;
+        let dropped_identity = IntCounter::new(
+            "better_authz_identity_headers_dropped_total",
+            "Identity headers removed on an allow because Better Auth's value was too long or \
+             unsendable",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("better_authz_build_info", "Build information; always 1"),
             &["version"],
@@ -124,6 +143,9 @@ impl Metrics {
         registry.register(Box::new(coalesced.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(deny_details.clone()))?;
+        registry.register(Box::new(dropped_identity.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -161,6 +183,9 @@ impl Metrics {
             coalesced,
             shed,
             cache_entries,
+            cache_bytes,
+            deny_details,
+            dropped_identity,
         })
     }
 
@@ -186,8 +211,21 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_cache_entries(&self, n: usize) {
-        self.cache_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
+    pub fn set_cache_size(&self, entries: usize, bytes: u64) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A denial's detail (a closed set, so the series stay bounded); only denials pay the
+    /// label lookup.
+    pub fn record_deny_detail(&self, detail: Detail) {
+        self.deny_details.with_label_values(&[detail.code()]).inc();
+    }
+
+    pub fn record_dropped_identity(&self, headers: usize) {
+        self.dropped_identity.inc_by(headers as u64);
     }
 
     pub fn record_coalesced(&self) {
@@ -245,7 +283,13 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.record_check(Transport::Http, Reason::UserMismatch, 0.001);
         m.record_lookup(Outcome::Unavailable, 0.2);
+        m.record_deny_detail(Detail::ConflictingForwardedHeaders);
         let text = m.render();
+        assert!(
+            text.lines().any(|l| l
+                == r#"better_authz_deny_details_total{detail="conflicting_forwarded_headers"} 1"#),
+            "{text}"
+        );
         let one = |series: &str| text.lines().any(|l| l == format!("{series} 1"));
         assert!(
             one(

@@ -2,16 +2,23 @@
 //!
 //! The proxies hand us the raw request target (Envoy: `:path` with the query; nginx:
 //! `$request_uri`), not the path they route on. We normalise it the way the proxies as shipped
-//! and common back ends (Starlette/FastAPI, Express) read it, so a rule cannot be dodged by
-//! spelling the same path differently:
+//! and common back ends read it, so a rule cannot be dodged by spelling the same path
+//! differently:
 //!
 //! 1. the query (`?…`) and fragment (`#…`) are cut off and never take part in matching;
 //! 2. each segment is percent-decoded (`%61` is `a`, `%2e%2e` is `..`);
 //! 3. empty segments are dropped (`//` is `/`, as with `merge_slashes`);
 //! 4. `.` segments are dropped and `..` removes the previous one (RFC 3986 §5.2.4);
-//! 5. a segment that decodes to something with `/`, `\`, a control byte or invalid UTF-8, or a
-//!    dot segment with `;` parameters (`..;x`), is ambiguous (servers disagree on it), and the
-//!    request is refused rather than guessed.
+//! 5. a segment that decodes to something with `/`, `\`, a control byte or invalid UTF-8, a
+//!    dot segment with `;` parameters (`..;x`), or a percent-encoded `;` is ambiguous (servers
+//!    disagree on it), and the request is refused rather than guessed.
+//!
+//! Back ends disagree on `;` path parameters: Envoy, nginx, Starlette and Express keep
+//! `api;x` as a segment name, while Tomcat, Jetty and Spring MVC strip `;…` from every segment
+//! before routing (`/api;x/u2` is `/api/u2` to them, `/;x/api` is `/api`). A path with a `;`
+//! therefore has two readings, and every rule holds in both: a path is public only when both
+//! readings are under a public prefix, and the user-id rule applies when either reading
+//! matches the pattern, with every matching reading naming the caller.
 //!
 //! Matching is by whole segments: `/api/auth/` covers `/api/auth` and `/api/auth/x` but never
 //! `/api/authz`. Each rule errs towards denying: public prefixes compare case-sensitively (as
@@ -21,10 +28,14 @@
 
 use percent_encoding::percent_decode_str;
 
-/// A normalised path: decoded segments, no empty, `.` or `..` ones.
+/// A normalised path in both readings: decoded segments, no empty, `.` or `..` ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NormalPath {
+    /// `;` parameters kept as part of the segment (Envoy, nginx, Starlette, Express).
     segments: Vec<String>,
+    /// `;` parameters stripped from every segment (Tomcat, Jetty, Spring MVC); `None` when the
+    /// path has no `;`, so both readings are the same.
+    servlet: Option<Vec<String>>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -40,6 +51,9 @@ pub enum PathError {
     /// `..;x` or `.;x`: a dot segment with a `;` parameter, which Tomcat, Jetty and Envoy read as
     /// a dot segment and others as a name.
     DotWithParameters,
+    /// `%3B`: a `;` that a servlet container keeps as text and a back end that decodes first
+    /// reads as a parameter.
+    EncodedParameter,
 }
 
 // === impl NormalPath ===
@@ -52,40 +66,68 @@ impl NormalPath {
         if !path.starts_with('/') {
             return Err(PathError::NotAbsolute);
         }
-        let mut segments: Vec<String> = Vec::new();
-        for raw_segment in path.split('/') {
-            let decoded = percent_decode_str(raw_segment)
-                .decode_utf8()
-                .map_err(|_| PathError::BadEncoding)?;
-            if decoded.contains(['/', '\\']) {
-                return Err(PathError::EncodedSeparator);
-            }
-            if decoded.chars().any(char::is_control) {
-                return Err(PathError::ControlByte);
-            }
-            if let Some((head, _params)) = decoded.split_once(';')
-                && (head == "." || head == "..")
-            {
-                return Err(PathError::DotWithParameters);
-            }
-            match &*decoded {
-                "" | "." => {}
-                ".." => {
-                    segments.pop();
-                }
-                _ => segments.push(decoded.into_owned()),
-            }
-        }
-        Ok(NormalPath { segments })
+        let segments = resolve(path.split('/'))?;
+        let servlet = if path.contains(';') {
+            let stripped = path
+                .split('/')
+                .map(|segment| segment.split(';').next().unwrap_or(segment));
+            Some(resolve(stripped)?).filter(|servlet| *servlet != segments)
+        } else {
+            None
+        };
+        Ok(NormalPath { segments, servlet })
     }
 
+    /// The reading with `;` parameters kept.
     pub fn segments(&self) -> &[String] {
         &self.segments
     }
 
-    fn starts_with(&self, prefix: &[String]) -> bool {
-        self.segments.len() >= prefix.len() && self.segments.iter().zip(prefix).all(|(s, p)| s == p)
+    /// The reading with `;` parameters stripped, as servlet containers route.
+    pub fn servlet_segments(&self) -> &[String] {
+        self.servlet.as_deref().unwrap_or(&self.segments)
     }
+
+    /// Every distinct reading of the path: one, or two when it has `;` parameters.
+    fn readings(&self) -> impl Iterator<Item = &[String]> {
+        std::iter::once(self.segments.as_slice()).chain(self.servlet.as_deref())
+    }
+}
+
+/// Decode, check and resolve raw segments into one reading.
+fn resolve<'a>(raw_segments: impl Iterator<Item = &'a str>) -> Result<Vec<String>, PathError> {
+    let mut segments: Vec<String> = Vec::new();
+    for raw_segment in raw_segments {
+        let decoded = percent_decode_str(raw_segment)
+            .decode_utf8()
+            .map_err(|_| PathError::BadEncoding)?;
+        if decoded.contains(['/', '\\']) {
+            return Err(PathError::EncodedSeparator);
+        }
+        if decoded.chars().any(char::is_control) {
+            return Err(PathError::ControlByte);
+        }
+        if let Some((head, _params)) = decoded.split_once(';') {
+            if head == "." || head == ".." {
+                return Err(PathError::DotWithParameters);
+            }
+            if decoded.matches(';').count() > raw_segment.matches(';').count() {
+                return Err(PathError::EncodedParameter);
+            }
+        }
+        match &*decoded {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(decoded.into_owned()),
+        }
+    }
+    Ok(segments)
+}
+
+fn starts_with(segments: &[String], prefix: &[String]) -> bool {
+    segments.len() >= prefix.len() && segments.iter().zip(prefix).all(|(s, p)| s == p)
 }
 
 /// A public path prefix (`AUTHZ_PUBLIC_PATHS`), matched segment-wise.
@@ -114,8 +156,9 @@ impl PathPrefix {
         })
     }
 
+    /// Whether every reading of `path` is under this prefix.
     pub fn matches(&self, path: &NormalPath) -> bool {
-        path.starts_with(&self.segments)
+        path.readings().all(|r| starts_with(r, &self.segments))
     }
 }
 
@@ -184,19 +227,24 @@ impl UserPathPattern {
         })
     }
 
-    /// The (decoded) user id segment when `path` matches the pattern.
-    pub fn user_segment<'p>(&self, path: &'p NormalPath) -> Option<&'p str> {
-        if path.segments.len() < self.segments.len() {
+    /// The (decoded) user id segment of every reading of `path` that matches the pattern: none,
+    /// one, or two when the readings differ. Each one must be the caller.
+    pub fn user_segments<'p>(&self, path: &'p NormalPath) -> impl Iterator<Item = &'p str> {
+        path.readings().filter_map(|r| self.user_segment_of(r))
+    }
+
+    fn user_segment_of<'p>(&self, segments: &'p [String]) -> Option<&'p str> {
+        if segments.len() < self.segments.len() {
             return None;
         }
-        for (pattern, segment) in self.segments.iter().zip(&path.segments) {
+        for (pattern, segment) in self.segments.iter().zip(segments) {
             if let PatternSegment::Literal(lit) = pattern
                 && !lit.eq_ignore_ascii_case(segment)
             {
                 return None;
             }
         }
-        Some(path.segments[self.user_index].as_str())
+        Some(segments[self.user_index].as_str())
     }
 }
 

@@ -219,11 +219,36 @@ pub enum Detail {
     MissingOriginalUri,
     InvalidPath,
     CookieHeaderTooLarge,
+    ConflictingForwardedHeaders,
+    UserIdTooLong,
 }
 
 // === impl Detail ===
 
 impl Detail {
+    /// A stable snake-case code: the `detail` label of `better_authz_deny_details_total`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Detail::None => "none",
+            Detail::NoSessionCookie => "no_session_cookie",
+            Detail::MalformedSessionCookie => "malformed_session_cookie",
+            Detail::SessionNotFound => "session_not_found",
+            Detail::SessionExpired => "session_expired",
+            Detail::PathOwnedByOtherUser => "path_owned_by_other_user",
+            Detail::UpstreamTimeout => "upstream_timeout",
+            Detail::UpstreamUnreachable => "upstream_unreachable",
+            Detail::UpstreamRateLimited => "upstream_rate_limited",
+            Detail::UpstreamServerError => "upstream_server_error",
+            Detail::Overloaded => "overloaded",
+            Detail::UpstreamBadAnswer => "upstream_bad_answer",
+            Detail::MissingOriginalUri => "missing_original_uri",
+            Detail::InvalidPath => "invalid_path",
+            Detail::CookieHeaderTooLarge => "cookie_header_too_large",
+            Detail::ConflictingForwardedHeaders => "conflicting_forwarded_headers",
+            Detail::UserIdTooLong => "user_id_too_long",
+        }
+    }
+
     pub fn text(self) -> &'static str {
         match self {
             Detail::None => "",
@@ -245,6 +270,10 @@ impl Detail {
             }
             Detail::InvalidPath => "the request path cannot be interpreted unambiguously",
             Detail::CookieHeaderTooLarge => "the Cookie header exceeds the accepted size",
+            Detail::ConflictingForwardedHeaders => {
+                "the headers naming the original request disagree or are repeated"
+            }
+            Detail::UserIdTooLong => "the user id is too long to be sent in a header",
         }
     }
 }

@@ -138,8 +138,10 @@ fn clean_cookie_value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// What separates pairs: `;` with optional blanks. Never `,`, which Better Auth's parser (and
+/// so ours) keeps inside a value.
 fn separator() -> impl Strategy<Value = &'static str> {
-    select(vec!["; ", ";", ",", " ; ", ";\t", ", ", ";  "])
+    select(vec!["; ", ";", " ; ", ";\t", ";  "])
 }
 
 /// `Cookie` header values built from clean pairs; the pairs, in order, alongside.
@@ -251,7 +253,7 @@ fn check_cookie_invariants(headers: &[String], c: &BetterAuthCookies) -> Result<
             .ok_or_else(|| TestCaseError::fail(format!("forwarded {pair:?} is not name=value")))?;
         prop_assert!(is_ours(name), "forwarded a foreign cookie {name:?}");
         prop_assert!(
-            is_visible_ascii(pair) && !pair.contains([';', ',']),
+            is_visible_ascii(pair) && !pair.contains(';'),
             "forwarded {pair:?} is not one visible-ASCII pair"
         );
         // Name and value byte for byte as sent, in the order sent; between them in the input
@@ -360,7 +362,7 @@ fn cookies_joining_and_foreign_cookies_do_not_matter() {
             let parse =
                 |h: &[String]| BetterAuthCookies::parse(PREFIX, h.iter().map(String::as_str));
             let apart = parse(&headers);
-            prop_assert_eq!(&parse(&[headers.join(",")]), &apart);
+            prop_assert_eq!(&parse(&[headers.join(";")]), &apart);
             prop_assert_eq!(&parse(&[headers.join("; ")]), &apart);
             let mut with_foreign = headers.clone();
             with_foreign.insert(at.index(headers.len() + 1), foreign);
@@ -414,11 +416,12 @@ fn raw_piece() -> impl Strategy<Value = String> {
             "", ".", "..", "%2e", "%2E%2e", ".%2e", "%2e.", "%75%31", "%61%70%69", "%41PI",
             "%", "%2", "%zz", "%25", "%252e%252e", ";", ";x=1", "u1;", "~", "%20", " ", "+",
             "%2B", "\u{e9}", "%C3%A9", "\u{301}", "\u{feff}", "\u{fe0f}", "%e2%80%a8", "%55%31",
+            "api;x=1", ";x", "u2;", "auth;", "a;b;c",
         ])
         .prop_map(str::to_owned),
         1 => select(vec![
             "%2f", "%2F", "%5c", "%5C", "\\", "%00", "%0a", "%0D", "%7f", "%c2%85", "%c3%28",
-            "%ff", "a%09b", "..;", ".;x=1", "%2e%2e;", "..%3b", "%2E;a",
+            "%ff", "a%09b", "..;", ".;x=1", "%2e%2e;", "..%3b", "%2E;a", "%3b", "api%3Bx",
         ])
         .prop_map(str::to_owned),
         2 => "[a-zA-Z0-9._~-]{1,6}",
@@ -503,7 +506,8 @@ fn spell(segments: &[String], noise: &[u8]) -> String {
             let r = next();
             let mut buf = [0u8; 4];
             let bytes = ch.encode_utf8(&mut buf).as_bytes();
-            if matches!(ch, '%' | '?' | '#') || r % 4 == 1 {
+            // `;` stays as it is: `%3B` is a different (refused) path.
+            if ch != ';' && (matches!(ch, '%' | '?' | '#') || r % 4 == 1) {
                 push_percent(&mut out, bytes, r % 8 < 4);
             } else {
                 out.push(ch);
@@ -577,13 +581,19 @@ fn paths_normalise_to_clean_stable_segments() {
         );
         if let Ok(p) = &parsed {
             check_normal(p)?;
-            let again = NormalPath::parse(&spell(p.segments(), &[]));
-            prop_assert_eq!(
-                again.as_ref(),
-                Ok(p),
-                "spelled {:?}",
-                spell(p.segments(), &[])
-            );
+            // Each reading, spelled back, is itself again (a `;` keeps both readings apart).
+            for reading in [p.segments(), p.servlet_segments()] {
+                let again = NormalPath::parse(&spell(reading, &[]));
+                prop_assert_eq!(
+                    again.as_ref().map(NormalPath::segments),
+                    Ok(reading),
+                    "spelled {:?}",
+                    spell(reading, &[])
+                );
+            }
+            if !path_part.contains(';') {
+                prop_assert_eq!(p.servlet_segments(), p.segments());
+            }
         }
         prop_assert_eq!(
             &NormalPath::parse(&format!("{path_part}{tail}")),
@@ -619,6 +629,12 @@ fn paths_every_spelling_of_a_path_is_the_same_path() {
             prop_assert!(p.is_ok(), "{raw:?}: {p:?}");
             let p = p.unwrap();
             prop_assert_eq!(p.segments(), &segments[..], "spelled {:?}", raw);
+            let servlet: Vec<String> = segments
+                .iter()
+                .map(|s| s.split(';').next().unwrap_or_default().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            prop_assert_eq!(p.servlet_segments(), &servlet[..], "spelled {:?}", raw);
             Ok(())
         },
     );
@@ -638,8 +654,12 @@ fn paths_public_prefixes_match_by_whole_segments() {
             let prefix_raw = format!("/{}/", prefix.join("/"));
             let pp = PathPrefix::parse(&prefix_raw).unwrap();
             if let Ok(p) = NormalPath::parse(&raw) {
-                let by_segments = p.segments().len() >= prefix.len()
-                    && p.segments().iter().zip(&prefix).all(|(a, b)| a == b);
+                let under = |segs: &[String]| {
+                    segs.len() >= prefix.len() && segs.iter().zip(&prefix).all(|(a, b)| a == b)
+                };
+                // Public only when the servlet model routes it under the prefix too.
+                let servlet = servlet_model(&raw).unwrap();
+                let by_segments = under(p.segments()) && under(&servlet);
                 prop_assert_eq!(pp.matches(&p), by_segments, "{} vs {:?}", prefix_raw, p);
             }
             Ok(())
@@ -647,8 +667,60 @@ fn paths_public_prefixes_match_by_whole_segments() {
     );
 }
 
-/// `user_segment` is the path's segment at the placeholder exactly when every literal
-/// matches (ASCII case-insensitively) and the path is long enough.
+/// How Tomcat, Jetty and Spring MVC route a raw target, written independently of the
+/// service: query and fragment cut, `;…` stripped from each segment before decoding, then
+/// decoded, empty and `.` segments dropped, `..` pops. `None` where it would not decode.
+fn servlet_model(raw: &str) -> Option<Vec<String>> {
+    let path = raw.split(['?', '#']).next()?;
+    let mut out: Vec<String> = Vec::new();
+    for segment in path.split('/') {
+        let segment = segment.split(';').next()?;
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        match decoded.as_str() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(decoded),
+        }
+    }
+    Some(out)
+}
+
+/// The segment at the placeholder when `segments` match the pattern (literals ASCII
+/// case-insensitively), written independently of the service.
+fn pattern_segment(pattern: &[Option<String>], segments: &[String]) -> Option<String> {
+    let fits = segments.len() >= pattern.len()
+        && pattern.iter().zip(segments).all(|(lit, s)| match lit {
+            Some(lit) => lit.eq_ignore_ascii_case(s),
+            None => true,
+        });
+    let at = pattern.iter().position(Option::is_none)?;
+    fits.then(|| segments[at].clone())
+}
+
+/// Every path the service accepts reads, in its servlet reading, exactly as the servlet model
+/// routes it; and a servlet container would never see a segment with `;` or a dot segment.
+#[test]
+fn paths_servlet_reading_is_the_servlet_model() {
+    check(W_PATHS, raw_path(), |raw| {
+        if let Ok(p) = NormalPath::parse(&raw) {
+            let model = servlet_model(&raw);
+            prop_assert_eq!(Some(p.servlet_segments().to_vec()), model, "{:?}", raw);
+            for s in p.servlet_segments() {
+                prop_assert!(!s.contains(';') && s != "." && s != "..", "{raw:?}: {s:?}");
+            }
+        }
+        Ok(())
+    });
+}
+
+/// `user_segments` is the path's segment at the placeholder in each reading (params kept, and
+/// the servlet model's when the path has a `;`) where every literal matches (ASCII
+/// case-insensitively) and the path is long enough.
 #[test]
 fn paths_user_pattern_extracts_the_right_segment() {
     check(
@@ -664,8 +736,22 @@ fn paths_user_pattern_extracts_the_right_segment() {
                         None => true,
                     });
                 let at = pattern.iter().position(Option::is_none).unwrap();
-                let want = matches.then(|| segs[at].as_str());
-                prop_assert_eq!(up.user_segment(&p), want, "{} on {:?}", pattern_raw, p);
+                let servlet = servlet_model(&raw).unwrap();
+                let servlet_matches = servlet.len() >= pattern.len()
+                    && pattern.iter().zip(&servlet).all(|(lit, s)| match lit {
+                        Some(lit) => lit.eq_ignore_ascii_case(s),
+                        None => true,
+                    });
+                let mut want: Vec<&str> = Vec::new();
+                if matches {
+                    want.push(&segs[at]);
+                }
+                // The servlet reading counts on its own only where it differs.
+                if servlet != segs && servlet_matches {
+                    want.push(&servlet[at]);
+                }
+                let got: Vec<&str> = up.user_segments(&p).collect();
+                prop_assert_eq!(got, want, "{} on {:?}", pattern_raw, p);
             }
             Ok(())
         },
@@ -722,6 +808,8 @@ impl Req {
         CheckRequest {
             method: &self.method,
             path: &self.path,
+            host: None,
+            forwarded_conflict: false,
             cookies: self.cookies.iter().map(String::as_str).collect(),
             origin: self.origin.as_deref(),
             access_control_request_method: self.acrm.as_deref(),
@@ -952,15 +1040,20 @@ fn check_decide(
             set_cookies,
         } => {
             let path = NormalPath::parse(&r.path).unwrap();
-            let segment = policy
+            let segments: Vec<&str> = policy
                 .user_path
                 .as_ref()
-                .and_then(|p| p.user_segment(&path));
+                .map(|p| p.user_segments(&path).collect())
+                .unwrap_or_default();
+            let segment = segments
+                .iter()
+                .find(|s| **s != user.id)
+                .or(segments.first());
             let want = if *expires_at <= now() {
                 Reason::SessionInvalid
             } else if !id_safe(&user.id) {
                 Reason::AuthError
-            } else if segment.is_some_and(|s| s != user.id) {
+            } else if segment.is_some_and(|s| *s != user.id) {
                 Reason::UserMismatch
             } else {
                 Reason::SessionValid
@@ -1190,7 +1283,7 @@ fn translation_another_users_path_is_always_forbidden() {
             prop::bool::weighted(0.3),
             signed_token(),
         ),
-        |((pattern_raw, _), raw, id, id_is_the_segment, token)| {
+        |((pattern_raw, pattern), raw, id, id_is_the_segment, token)| {
             let policy = Policy {
                 cookie_prefix: PREFIX.into(),
                 public_paths: vec![],
@@ -1215,12 +1308,10 @@ fn translation_another_users_path_is_always_forbidden() {
                 }
                 Plan::Lookup(pending) => {
                     let p = NormalPath::parse(&raw).unwrap();
-                    let segment = policy
-                        .user_path
-                        .as_ref()
-                        .unwrap()
-                        .user_segment(&p)
-                        .map(str::to_owned);
+                    // What Envoy/Starlette route to, and what Tomcat routes to (the model).
+                    let literal = pattern_segment(&pattern, p.segments());
+                    let servlet = pattern_segment(&pattern, &servlet_model(&raw).unwrap());
+                    let segment = literal.clone().or(servlet.clone());
                     // Often the session's user is the path's own: both sides of the rule are seen.
                     let id = match &segment {
                         Some(s) if id_is_the_segment => s.clone(),
@@ -1236,9 +1327,10 @@ fn translation_another_users_path_is_always_forbidden() {
                         set_cookies: vec![],
                     };
                     let d = decide(&policy, pending, lookup, now());
+                    let other = [literal, servlet].into_iter().flatten().find(|x| *x != id);
                     if !id_safe(&id) {
                         prop_assert_eq!(d.reason, Reason::AuthError);
-                    } else if let Some(x) = segment.filter(|x| *x != id) {
+                    } else if let Some(x) = other {
                         prop_assert_eq!(
                             d.reason,
                             Reason::UserMismatch,
@@ -1669,7 +1761,7 @@ fn generators_reach_every_reason_verdict_and_path_error() {
     }
     eprintln!("paths over 1000 inputs: {paths:?}");
     assert!(
-        paths.len() == 7 && paths.values().all(|n| *n >= 5),
+        paths.len() == 8 && paths.values().all(|n| *n >= 5),
         "{paths:?}"
     );
 
@@ -1678,7 +1770,7 @@ fn generators_reach_every_reason_verdict_and_path_error() {
     for ((pattern_raw, _), raw, id) in sample((pattern_strategy(), raw_path(), user_id()), 2000) {
         let up = UserPathPattern::parse(&pattern_raw).unwrap();
         if let Ok(p) = NormalPath::parse(&raw)
-            && let Some(x) = up.user_segment(&p)
+            && let Some(x) = up.user_segments(&p).next()
         {
             if x == id { same += 1 } else { mismatch += 1 }
         }

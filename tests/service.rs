@@ -479,13 +479,23 @@ async fn better_auth_receives_only_its_cookies_and_the_client_facts() {
 }
 
 #[tokio::test]
-async fn envoy_joins_repeated_cookie_headers_with_commas() {
+async fn commas_in_envoys_joined_cookie_header_separate_nothing() {
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
     let session = c();
-    // Two Cookie header lines arrive as one value joined with ','.
+    // Envoy's `headers` map joins two Cookie lines with ','. Better Auth splits on ';' only,
+    // so `theme=dark,better-auth.session_token=…` is one cookie named `theme`: no session,
+    // and Better Auth is not asked.
     let headers = [("cookie", "theme=dark"), ("cookie", session.as_str())];
     let a = service.check("GET", "/api/u1/tasks", &headers).await;
+    assert_eq!(a.http_status, 401);
+    assert_eq!(a.error_code(), "SESSION_REQUIRED");
+    assert_eq!(stand_in.calls(), 0);
+    // The same pair separated by ';' is a session.
+    let joined = format!("theme=dark; {session}");
+    let a = service
+        .check("GET", "/api/u1/tasks", &[("cookie", joined.as_str())])
+        .await;
     assert_eq!(a.http_status, 200);
     assert_eq!(stand_in.last_seen()["cookie"], session.as_str());
 }

@@ -22,8 +22,10 @@ fn defaults() {
         "http://127.0.0.1:3000/api/auth/get-session"
     );
     assert_eq!(c.ok_url.as_str(), "http://127.0.0.1:3000/api/auth/ok");
-    assert_eq!(c.grpc_addr.to_string(), "0.0.0.0:9001");
-    assert_eq!(c.http_addr.to_string(), "0.0.0.0:9002");
+    assert_eq!(c.grpc_addr.unwrap().to_string(), "0.0.0.0:9001");
+    assert_eq!(c.http_addr.unwrap().to_string(), "0.0.0.0:9002");
+    assert_eq!(c.forward_auth, ForwardAuth::Auto);
+    assert_eq!(c.cache_max_bytes, 16 * 1024 * 1024);
     assert_eq!(c.admin_addr.to_string(), "0.0.0.0:9090");
     assert_eq!(c.upstream_timeout, Duration::from_millis(150));
     assert_eq!(c.policy.cookie_prefix, "better-auth");
@@ -75,6 +77,8 @@ fn every_bad_variable_is_reported_at_once() {
         max_inflight: Some("0".into()),
         cache_ttl_ms: Some("forever".into()),
         cache_max_entries: Some("0".into()),
+        cache_max_bytes: Some("10".into()),
+        forward_auth: Some("envoy".into()),
         header_user_id: Some("x user".into()),
         header_user_email: Some("cookie".into()),
         header_user_name: Some("x(user)".into()),
@@ -108,6 +112,8 @@ fn every_bad_variable_is_reported_at_once() {
         ENV_MAX_INFLIGHT,
         ENV_CACHE_TTL_MS,
         ENV_CACHE_MAX_ENTRIES,
+        ENV_CACHE_MAX_BYTES,
+        ENV_FORWARD_AUTH,
         ENV_HEADER_USER_ID,
         ENV_HEADER_USER_EMAIL,
         ENV_HEADER_USER_NAME,
@@ -260,4 +266,41 @@ fn telemetry_defaults_and_choices() {
     a.otel_exporter_otlp_protocol = None;
     let t = Config::from_args(&a).unwrap().telemetry;
     assert_eq!(t.otlp.unwrap().protocol, OtlpProtocol::HttpProtobuf);
+}
+
+#[test]
+fn a_listener_can_be_turned_off_but_not_both() {
+    let mut a = args();
+    a.http_addr = Some("off".into());
+    let c = Config::from_args(&a).unwrap();
+    assert_eq!(c.http_addr, None);
+    assert!(c.grpc_addr.is_some());
+
+    let mut a = args();
+    a.grpc_addr = Some("OFF".into());
+    a.http_addr = Some("127.0.0.1:9002".into());
+    let c = Config::from_args(&a).unwrap();
+    assert_eq!(c.grpc_addr, None);
+
+    let mut a = args();
+    a.grpc_addr = Some("off".into());
+    a.http_addr = Some("off".into());
+    assert_eq!(problems(&a), vec![ENV_HTTP_ADDR]);
+}
+
+#[test]
+fn forward_auth_names_one_proxy() {
+    for (raw, want) in [
+        ("auto", ForwardAuth::Auto),
+        ("nginx", ForwardAuth::Nginx),
+        ("Ingress-Nginx", ForwardAuth::IngressNginx),
+        ("traefik", ForwardAuth::Traefik),
+    ] {
+        let mut a = args();
+        a.forward_auth = Some(raw.into());
+        assert_eq!(Config::from_args(&a).unwrap().forward_auth, want, "{raw}");
+    }
+    let mut a = args();
+    a.forward_auth = Some("envoy".into());
+    assert_eq!(problems(&a), vec![ENV_FORWARD_AUTH]);
 }

@@ -50,12 +50,25 @@ fn table() {
             1,
             Plausible,
         ),
-        // Envoy joins repeated Cookie headers with `,`.
+        // `,` separates nothing: to Better Auth this is one cookie named `a`, so to us too.
         (
             vec![format!(
                 "a=1,better-auth.session_token={t},better-auth.dont_remember=1"
             )],
-            format!("better-auth.session_token={t}; better-auth.dont_remember=1"),
+            "".into(),
+            0,
+            Missing,
+        ),
+        (
+            vec![format!("theme=x,better-auth.session_token={t}")],
+            "".into(),
+            0,
+            Missing,
+        ),
+        // The value runs to the next `;`, commas included; Better Auth judges it.
+        (
+            vec![format!("better-auth.session_token={t},x=1; a=2")],
+            format!("better-auth.session_token={t},x=1"),
             1,
             Plausible,
         ),

@@ -64,6 +64,11 @@ fn normalisation_table() {
         ("/api/u1/..%3B/u2/tasks", PathError::DotWithParameters),
         ("/api/auth/..;/u1/tasks", PathError::DotWithParameters),
         ("/api/.;x/u1", PathError::DotWithParameters),
+        // An encoded `;` is a parameter to a back end that decodes first, text to a servlet.
+        ("/api%3Bx/u2/tasks", PathError::EncodedParameter),
+        ("/api/u2%3b/tasks", PathError::EncodedParameter),
+        ("/%3B/api/u2", PathError::EncodedParameter),
+        ("/api;x%3By/u2", PathError::EncodedParameter),
     ];
     for (raw, want) in bad {
         assert_eq!(segs(raw), Err(*want), "{raw}");
@@ -115,32 +120,82 @@ fn bad_prefixes_are_refused() {
 #[test]
 fn user_pattern_table() {
     let pat = UserPathPattern::parse("/api/{user_id}/").unwrap();
-    let cases: &[(&str, Option<&str>)] = &[
-        ("/api/u1/tasks", Some("u1")),
-        ("/api/u1", Some("u1")),
-        ("/api/u1/", Some("u1")),
-        ("/API/u1/tasks", Some("u1")),
-        ("/api/%75%31/tasks", Some("u1")),
-        ("/api/u2/../u1/tasks", Some("u1")),
-        ("/api//u1/tasks", Some("u1")),
-        ("/api/u1/tasks?user_id=u2", Some("u1")),
-        ("/api/u1;x/tasks", Some("u1;x")),
-        ("/api/u1./tasks", Some("u1.")),
-        ("/api", None),
-        ("/other/u1", None),
-        ("/healthz", None),
-        ("/?/api/u2/", None),
+    // Every reading that matches names its segment: the caller must be each of them.
+    let cases: &[(&str, &[&str])] = &[
+        ("/api/u1/tasks", &["u1"]),
+        ("/api/u1", &["u1"]),
+        ("/api/u1/", &["u1"]),
+        ("/API/u1/tasks", &["u1"]),
+        ("/api/%75%31/tasks", &["u1"]),
+        ("/api/u2/../u1/tasks", &["u1"]),
+        ("/api//u1/tasks", &["u1"]),
+        ("/api/u1/tasks?user_id=u2", &["u1"]),
+        ("/api/u1./tasks", &["u1."]),
+        // `;` parameters: the literal reading and the servlet reading.
+        ("/api/u1;x/tasks", &["u1;x", "u1"]),
+        ("/api/u1/tasks;jsessionid=1", &["u1", "u1"]),
+        ("/api;x=1/u2/tasks", &["u2"]),
+        ("/;x/api/u2/tasks", &["u2"]),
+        ("/api;/u2/tasks", &["u2"]),
+        ("/API;x/u2/tasks", &["u2"]),
+        ("/api/;x/u2/tasks", &[";x", "u2"]),
+        ("/x;y/../api/u2", &["u2"]),
+        ("/api", &[]),
+        ("/other/u1", &[]),
+        ("/healthz", &[]),
+        ("/?/api/u2/", &[]),
     ];
     for (raw, want) in cases {
         let path = NormalPath::parse(raw).unwrap();
-        assert_eq!(pat.user_segment(&path), *want, "{raw}");
+        let got: Vec<&str> = pat.user_segments(&path).collect();
+        assert_eq!(got, *want, "{raw}");
     }
 
     let deep = UserPathPattern::parse("/v1/users/{user_id}/todos").unwrap();
     let path = NormalPath::parse("/v1/users/u9/todos/3").unwrap();
-    assert_eq!(deep.user_segment(&path), Some("u9"));
+    assert_eq!(deep.user_segments(&path).collect::<Vec<_>>(), ["u9"]);
     let path = NormalPath::parse("/v1/users/u9/profile").unwrap();
-    assert_eq!(deep.user_segment(&path), None);
+    assert_eq!(deep.user_segments(&path).count(), 0);
+    let path = NormalPath::parse("/v1/users;a/u9/todos;b/3").unwrap();
+    assert_eq!(deep.user_segments(&path).collect::<Vec<_>>(), ["u9"]);
+}
+
+#[test]
+fn servlet_reading_strips_parameters_from_every_segment() {
+    let cases: &[(&str, &[&str])] = &[
+        ("/api;x=1/u2/tasks", &["api", "u2", "tasks"]),
+        ("/;x/api/u2", &["api", "u2"]),
+        ("/api/u1;x/tasks;y", &["api", "u1", "tasks"]),
+        ("/a;b;c/d", &["a", "d"]),
+        ("/api/u1", &["api", "u1"]),
+        ("/api/%75%31;x", &["api", "u1"]),
+    ];
+    for (raw, want) in cases {
+        let path = NormalPath::parse(raw).unwrap();
+        assert_eq!(path.servlet_segments(), *want, "{raw}");
+    }
+}
+
+#[test]
+fn public_only_when_both_readings_are_public() {
+    let p = PathPrefix::parse("/api/auth/").unwrap();
+    for raw in [
+        "/api/auth/ok",
+        "/api/auth/ok;jsessionid=1",
+        "/api/auth/x;y/z",
+    ] {
+        assert!(p.matches(&NormalPath::parse(raw).unwrap()), "{raw}");
+    }
+    // The servlet reading is public, the literal one is not (or the other way round).
+    for raw in [
+        "/api;x/auth/ok",
+        "/api/auth;x/ok",
+        "/;x/api/auth/ok",
+        "/api/auth;/ok",
+        "/api/x;y/../../auth/ok",
+    ] {
+        assert!(!p.matches(&NormalPath::parse(raw).unwrap()), "{raw}");
+    }
 }
 
 #[test]

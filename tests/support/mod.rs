@@ -53,6 +53,8 @@ pub enum Behavior {
     Huge(usize),
     /// 302 to another host.
     Redirect,
+    /// 200 with this JSON body, as given.
+    Json(String),
 }
 
 pub struct StandInState {
@@ -177,6 +179,7 @@ fn answer(
             }
             Behavior::Garbage => json(200, format!("<html>{TOKEN}</html>"), &[]),
             Behavior::Huge(n) => json(200, "x".repeat(n), &[]),
+            Behavior::Json(body) => json(200, body, &[]),
             Behavior::Redirect => Response::builder()
                 .status(StatusCode::FOUND)
                 .header("location", "http://198.51.100.1/elsewhere")
@@ -184,6 +187,18 @@ fn answer(
                 .unwrap(),
         }
     })
+}
+
+/// A valid session whose user has these id, email and name, expiring in an hour.
+pub fn valid_user(id: &str, email: &str, name: &str) -> Behavior {
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = serde_json::json!({
+        "session": {"id": "s1", "userId": id, "token": TOKEN, "expiresAt": expires},
+        "user": {"id": id, "email": email, "name": name},
+    });
+    Behavior::Json(body.to_string())
 }
 
 pub fn valid(user_id: &str) -> Behavior {
@@ -220,7 +235,13 @@ impl Service {
     pub async fn start(args: Args) -> Service {
         let config = Config::from_args(&args).expect("valid test config");
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
-        let (grpc, http, admin) = listeners.addrs().unwrap();
+        let addrs = listeners.addrs().unwrap();
+        let off: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let (grpc, http, admin) = (
+            addrs.grpc.unwrap_or(off),
+            addrs.http.unwrap_or(off),
+            addrs.admin,
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(config, listeners, async {
             let _ = stopped.await;
