@@ -190,6 +190,8 @@ start todo-backend env PORT="$TODO_PORT" ADMIN_PORT="$TODO_ADMIN_PORT" HOST=127.
 wait_ready todo-backend http "http://127.0.0.1:$TODO_ADMIN_PORT/healthz"
 
 say "starting better-authz (gRPC $AUTHZ_GRPC_PORT, HTTP $AUTHZ_HTTP_PORT, admin $AUTHZ_ADMIN_PORT)"
+# AUTHZ_FORWARD_AUTH=nginx: only nginx calls the HTTP listener here, so /auth trusts exactly what
+# nginx/nginx.conf sets (X-Original-URI, X-Original-Method, Host). Envoy uses gRPC, which ignores it.
 start better-authz env \
     BETTER_AUTH_URL="http://127.0.0.1:$BETTER_AUTH_PORT" \
     AUTHZ_PUBLIC_PATHS=/api/auth/ \
@@ -197,6 +199,7 @@ start better-authz env \
     AUTHZ_GRPC_ADDR="127.0.0.1:$AUTHZ_GRPC_PORT" \
     AUTHZ_HTTP_ADDR="127.0.0.1:$AUTHZ_HTTP_PORT" \
     AUTHZ_ADMIN_ADDR="127.0.0.1:$AUTHZ_ADMIN_PORT" \
+    AUTHZ_FORWARD_AUTH=nginx \
     RUST_LOG="${RUST_LOG:-info}" \
     "$AUTHZ_BIN"
 wait_ready better-authz http "http://127.0.0.1:$AUTHZ_ADMIN_PORT/readyz"

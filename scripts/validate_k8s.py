@@ -301,6 +301,9 @@ def helm_variants() -> dict[str, dict[str, Any] | None]:
             "preStopSleepSeconds": 0,
         },
         "pdb-min-available": {"podDisruptionBudget": {"enabled": True, "minAvailable": 1}},
+        # One check listener off: AUTHZ_*_ADDR=off, and its port gone everywhere.
+        "grpc-only": {"http": {"enabled": False}},
+        "http-only": {"grpc": {"enabled": False}, "config": {"AUTHZ_FORWARD_AUTH": "ingress-nginx"}},
     }
 
 
@@ -310,7 +313,15 @@ HELM_MUST_FAIL = {
     "numeric config value": ({"config": {"AUTHZ_SHUTDOWN_TIMEOUT_MS": 10000}}, "AUTHZ_SHUTDOWN_TIMEOUT_MS"),
     "grace period too short": ({"preStopSleepSeconds": 25}, "terminationGracePeriodSeconds"),
     "no Better Auth URL": ({"config": {"BETTER_AUTH_URL": ""}}, "BETTER_AUTH_URL"),
+    # An empty list would cut every proxy off the check ports on upgrade: refuse, name the key.
+    "no proxy namespaces": ({"networkPolicy": {"ingress": {"proxyNamespaces": []}}}, "proxyNamespaces"),
+    "both listeners off": ({"grpc": {"enabled": False}, "http": {"enabled": False}}, "http.enabled"),
+    "listener off through config": ({"config": {"AUTHZ_HTTP_ADDR": "Off"}}, "http.enabled"),
+    "unknown forward-auth mode": ({"config": {"AUTHZ_FORWARD_AUTH": "apache"}}, "AUTHZ_FORWARD_AUTH"),
 }
+
+# Objects the default rendering must contain (on by default).
+HELM_DEFAULT_KINDS = {"NetworkPolicy", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 
 
 def check_helm(r: Result, rendered: Rendered, _: argparse.Namespace) -> None:
@@ -353,6 +364,8 @@ def check_helm(r: Result, rendered: Rendered, _: argparse.Namespace) -> None:
             rendered.add(f"helm/{name}", manifests + "\n")
             kinds = sorted(d.get("kind", "?") for d in load_docs(manifests))
             r.info(f"render {name}: {len(kinds)} objects ({', '.join(kinds)})")
+            if name == "defaults" and HELM_DEFAULT_KINDS - set(kinds):
+                r.fail(f"render defaults: missing {sorted(HELM_DEFAULT_KINDS - set(kinds))} (on by default)")
 
         for label, (values, needle) in HELM_MUST_FAIL.items():
             try:
@@ -429,17 +442,39 @@ def check_invariants(r: Result, rendered: Rendered, _: argparse.Namespace) -> No
             ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
             for key, pname in (("AUTHZ_GRPC_ADDR", "grpc"), ("AUTHZ_HTTP_ADDR", "http"), ("AUTHZ_ADMIN_ADDR", "admin")):
                 addr = env.get(key)
+                if addr and addr.lower() == "off":
+                    # A listener turned off must not leave a port (and a NetworkPolicy hole) behind.
+                    if pname in ports:
+                        problems.append(f"{key}=off but containerPort {pname} is still declared")
+                    continue
                 if addr and pname in ports and not addr.endswith(f":{ports[pname]}"):
                     problems.append(f"{key}={addr} does not listen on containerPort {pname}={ports[pname]}")
+                if env and pname not in ports:
+                    problems.append(f"{key} is on ({addr or 'default'}) but containerPort {pname} is missing")
             for p in problems:
                 r.fail(f"{where}: {p}")
             if not problems:
                 r.info(f"{where}: ok (preStop {sleep}s + drain {drain_ms / 1000:g}s < grace {grace}s)")
+        off = {pname for key, pname in (("AUTHZ_GRPC_ADDR", "grpc"), ("AUTHZ_HTTP_ADDR", "http"))
+               if env.get(key, "").lower() == "off"}
         for d in docs:
             if d.get("kind") == "Service" and (d.get("spec") or {}).get("clusterIP") != "None":
                 for p in d["spec"].get("ports", []):
                     if p.get("name") == "grpc" and p.get("appProtocol") != "grpc":
                         r.fail(f"{name}: {doc_id(d)}: port grpc needs appProtocol: grpc")
+            if d.get("kind") in ("Service", "NetworkPolicy") and off:
+                spec = d.get("spec") or {}
+                names = {str(p.get("name") or p.get("port")) for p in spec.get("ports", [])}
+                for rule in spec.get("ingress", []) or []:
+                    names |= {str(p.get("port")) for p in rule.get("ports", []) or []}
+                if names & off:
+                    r.fail(f"{name}: {doc_id(d)}: listener {sorted(names & off)} is off but its port is still here")
+            # The proxies' rule of the better-authz NetworkPolicy must admit someone.
+            if d.get("kind") == "NetworkPolicy" and "better-authz" in str((d.get("metadata") or {}).get("name")):
+                rules = (d.get("spec") or {}).get("ingress") or []
+                proxy_rules = [x for x in rules if {str(p.get("port")) for p in x.get("ports", []) or []} & {"grpc", "http"}]
+                if not proxy_rules:
+                    r.fail(f"{name}: {doc_id(d)}: no ingress rule admits a proxy to the grpc/http ports")
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ listen addresses derived from .Values.ports when unset. Returned as YAML (a dict
 {{- $_ := set $env $key $v }}
 {{- end }}
 {{- end }}
+{{- include "better-authz.checkListeners" . }}
+{{- if not .Values.grpc.enabled }}{{ $_ := set $env "AUTHZ_GRPC_ADDR" "off" }}{{ end }}
+{{- if not .Values.http.enabled }}{{ $_ := set $env "AUTHZ_HTTP_ADDR" "off" }}{{ end }}
 {{- if not (hasKey $env "AUTHZ_GRPC_ADDR") }}{{ $_ := set $env "AUTHZ_GRPC_ADDR" (printf "0.0.0.0:%v" .Values.ports.grpc) }}{{ end }}
 {{- if not (hasKey $env "AUTHZ_HTTP_ADDR") }}{{ $_ := set $env "AUTHZ_HTTP_ADDR" (printf "0.0.0.0:%v" .Values.ports.http) }}{{ end }}
 {{- if not (hasKey $env "AUTHZ_ADMIN_ADDR") }}{{ $_ := set $env "AUTHZ_ADMIN_ADDR" (printf "0.0.0.0:%v" .Values.ports.admin) }}{{ end }}
@@ -89,4 +92,35 @@ listen addresses derived from .Values.ports when unset. Returned as YAML (a dict
 {{- if ge (int $needMs) (mul (int .Values.terminationGracePeriodSeconds) 1000 | int) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v s) must exceed preStopSleepSeconds (%v s) + AUTHZ_SHUTDOWN_TIMEOUT_MS (%v ms), or pods are killed mid-drain" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds $drainMs) }}
 {{- end }}
+{{- end }}
+
+{{/*
+Listener switches: at least one check listener stays on, and "off" goes through grpc.enabled /
+http.enabled (which also drop the port), never through config.AUTHZ_*_ADDR alone.
+*/}}
+{{- define "better-authz.checkListeners" -}}
+{{- if and (not .Values.grpc.enabled) (not .Values.http.enabled) }}
+{{- fail "grpc.enabled and http.enabled are both false: a proxy could not ask anything; keep the listener your proxy uses (gRPC: Envoy, Istio, Envoy Gateway; HTTP: nginx, ingress-nginx, Traefik)" }}
+{{- end }}
+{{- range $key, $flag := dict "AUTHZ_GRPC_ADDR" "grpc.enabled" "AUTHZ_HTTP_ADDR" "http.enabled" }}
+{{- if eq (lower (toString (index $.Values.config $key | default ""))) "off" }}
+{{- fail (printf "config.%s is \"off\": set %s=false instead, which also removes the port from the container, the Services and the NetworkPolicy" $key $flag) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+NetworkPolicy: the namespaces admitted to the check ports, the release namespace first. Fails on
+an empty proxyNamespaces: an upgrade must never silently cut the proxies off.
+*/}}
+{{- define "better-authz.proxyNamespaces" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if empty $np.ingress.proxyNamespaces }}
+{{- fail "networkPolicy.ingress.proxyNamespaces is empty: list the namespaces your proxies run in (e.g. ingress-nginx, envoy-gateway-system, istio-system, istio-ingress, or your Envoy's), or set networkPolicy.enabled=false to admit every pod" }}
+{{- end }}
+{{- $list := list .Release.Namespace }}
+{{- range $np.ingress.proxyNamespaces }}
+{{- $list = append $list . }}
+{{- end }}
+{{- toYaml (uniq $list) }}
 {{- end }}
