@@ -66,6 +66,11 @@ class _Base(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def log_request(self, code="-", size="-") -> None:
+        # The path without its query: one-time tokens travel in queries, and logs are read by many.
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        self.log_message('"%s %s" %s %s', self.command, path, code, size)
+
     def log_message(self, fmt: str, *args) -> None:  # one line per request on stderr
         sys.stderr.write(
             "%s %s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), self.__class__.__name__, fmt % args)
