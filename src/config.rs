@@ -174,7 +174,7 @@ pub struct Args {
     /// Which proxy calls /auth, so which one header names the original URI, method and host:
     /// nginx (X-Original-URI, X-Original-Method, Host), ingress-nginx (X-Original-URL,
     /// X-Original-Method), traefik (X-Forwarded-Uri, -Method, -Host), or auto (any of them;
-    /// disagreeing or repeated ones are a 400) [default: auto]
+    /// ones that disagree are a 400) [default: auto]
     #[arg(long, env = ENV_FORWARD_AUTH)]
     pub forward_auth: Option<String>,
 

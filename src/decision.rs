@@ -43,7 +43,7 @@ pub struct CheckRequest<'a> {
     pub path: &'a str,
     /// The original request's host, as the proxy named it (not used by any rule yet).
     pub host: Option<&'a str>,
-    /// The proxy's headers naming the original request disagree or repeat (HTTP transport).
+    /// The proxy's headers naming the original request disagree (HTTP transport).
     pub forwarded_conflict: bool,
     /// Every `Cookie` header value of the original request.
     pub cookies: Vec<&'a str>,

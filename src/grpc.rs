@@ -179,7 +179,11 @@ pub fn check_response(d: &Decision) -> CheckResponse {
             ..Default::default()
         })
     } else {
-        let mut headers = vec![header("content-type", "application/json", false)];
+        let mut headers = vec![
+            header("content-type", "application/json", false),
+            // A deny is about this request only: no cache on the way may keep it.
+            header("cache-control", "no-store", false),
+        ];
         headers.extend(d.set_cookies.iter().map(|c| header("set-cookie", c, true)));
         HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {

@@ -5,7 +5,8 @@
 //! (nginx), `X-Original-URL` (ingress-nginx, a full URL) or `X-Forwarded-Uri` (Traefik), the
 //! method in `X-Original-Method` / `X-Forwarded-Method`, the host in `Host`, `X-Original-URL` or
 //! `X-Forwarded-Host`. [`ForwardAuth`] (`AUTHZ_FORWARD_AUTH`) fixes which one is trusted; in
-//! `auto`, headers that disagree or repeat make the check a `BAD_REQUEST`. The listener must
+//! `auto`, headers that disagree (or one repeated with different values) make the check a
+//! `BAD_REQUEST`. The listener must
 //! still be reachable by the proxy only. Allow is `200` with the identity as response headers
 //! for the proxy to copy upstream; deny is the status with the JSON body; both carry
 //! `Cache-Control: no-store`. Only this module knows axum and hyper types.
@@ -219,7 +220,7 @@ struct Original<'h> {
     uri: Option<&'h str>,
     method: Option<&'h str>,
     host: Option<&'h str>,
-    /// Two trusted headers disagree, or one is repeated.
+    /// Two trusted headers, or two copies of one, disagree.
     conflict: bool,
 }
 
@@ -290,8 +291,9 @@ impl Source {
     }
 }
 
-/// The one value every source agrees on. A repeated header, or two sources that disagree, set
-/// `conflict`; the first value is still returned (the core denies on the conflict).
+/// The one value every source agrees on. Values that disagree, from two sources or from one
+/// repeated header, set `conflict`; the first value is still returned (the core denies on the
+/// conflict). A header repeated with the same value names the same request.
 fn agree<'h>(
     sources: impl Iterator<Item = Vec<&'h str>>,
     same: impl Fn(&str, &str) -> bool,
@@ -299,9 +301,6 @@ fn agree<'h>(
 ) -> Option<&'h str> {
     let mut chosen: Option<&'h str> = None;
     for values in sources {
-        if values.len() > 1 {
-            *conflict = true;
-        }
         for v in values {
             match chosen {
                 None => chosen = Some(v),
