@@ -13,6 +13,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+# Shared assertion helpers of the adversarial test files: rewrite their asserts too (detailed failures).
+pytest.register_assert_rewrite("adversary")
 
 ROOT = Path(__file__).resolve().parents[2]
 # E2E_LOG_DIR: another logs directory (it is wiped at start-up), so two runs on one machine do not delete
@@ -232,6 +236,7 @@ class Stack:
     allowed_count: int = 0          # answers that came from the back end, through either proxy
     proxied_count: int = 0
     history: list[str] = field(default_factory=list)
+    bins: dict[str, Path] = field(default_factory=dict)   # "authz", "nginx": for ExtraProcs
 
     # -- URLs and ports
     def proxy_port(self, proxy: str) -> int:
@@ -374,6 +379,157 @@ class Stack:
         self.wait_ready(name)
 
 
+# --------------------------------------------------------------------------------------------- more processes
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of every series of `name` in Prometheus text `text` whose labels include `labels` (0 if none)."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+@dataclass
+class Authz:
+    """One better-authz process started by ExtraProcs: `ports` has "grpc", "http", "admin" (a listener turned
+    off has no port)."""
+    name: str
+    proc: Proc
+    ports: dict[str, int]
+
+    def metrics(self) -> str:
+        resp = raw_request(self.ports["admin"], "GET", "/metrics")
+        assert resp.status == 200, resp
+        return resp.body.decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_value(self.metrics(), name, **labels)
+
+    def decisions(self, reason: str, transport: str = "http") -> float:
+        return self.metric("better_authz_decisions_total", transport=transport, reason=reason)
+
+
+def authz_env(better_auth: int, grpc: int | None, http: int | None, admin: int) -> dict[str, str]:
+    """The stack's better-authz settings (Better Auth on port `better_auth`, public paths, user pattern) on these
+    ports; None: that listener off."""
+    return {
+        "BETTER_AUTH_URL": f"http://127.0.0.1:{better_auth}",
+        "AUTHZ_PUBLIC_PATHS": "/api/auth/",
+        "AUTHZ_USER_PATH_PATTERN": "/api/{user_id}/",
+        "AUTHZ_GRPC_ADDR": f"127.0.0.1:{grpc}" if grpc else "off",
+        "AUTHZ_HTTP_ADDR": f"127.0.0.1:{http}" if http else "off",
+        "AUTHZ_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "AUTHZ_UPSTREAM_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS),
+        "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+    }
+
+
+class ExtraProcs:
+    """Processes next to the session stack, sharing its Better Auth and todo back end: more better-authz
+    instances (other settings) and nginx front ends (test fixtures under tests/e2e/fixtures/). Use as a context
+    manager in a module fixture: everything is stopped on exit, also when start-up fails. While they run they
+    are in `stack.procs` (their log tails appear in failure reports), and nginx listen ports registered under a
+    name are in `stack.ports`, so `stack.request(name, ...)` reaches them and tallies back-end answers."""
+
+    def __init__(self, stack: "Stack"):
+        self.stack = stack
+        self.procs: list[Proc] = []
+        self.port_names: list[str] = []
+
+    def __enter__(self) -> "ExtraProcs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            try:
+                proc.stop()
+            except Exception as err:  # keep stopping the others
+                print(f"e2e: stopping {proc.name} failed: {err}", file=sys.stderr)
+            self.stack.procs.pop(proc.name, None)
+        for name in self.port_names:
+            self.stack.ports.pop(name, None)
+
+    def _start(self, proc: Proc) -> None:
+        assert proc.name not in self.stack.procs, proc.name
+        self.procs.append(proc)
+        self.stack.procs[proc.name] = proc
+        proc.start()
+
+    def authz(self, name: str, env: dict[str, str] | None = None, ready: str = "/readyz") -> Authz:
+        """A better-authz with the stack's settings plus `env`; an address set to "off" in `env` gets no port.
+        Waits for `ready` on the admin port (use "/healthz" when Better Auth is deliberately unreachable)."""
+        env = dict(env or {})
+        grpc, http, admin = free_ports(3)
+        ports = {"grpc": grpc, "http": http, "admin": admin}
+        for key, var in (("grpc", "AUTHZ_GRPC_ADDR"), ("http", "AUTHZ_HTTP_ADDR")):
+            if env.get(var) == "off":
+                del ports[key]
+        full = {**authz_env(self.stack.ports["better_auth"], ports.get("grpc"), ports.get("http"), admin), **env}
+        proc = Proc(name, [str(self.stack.bins["authz"])], full)
+        self._start(proc)
+        wait_until(proc, f"{name} {ready}", lambda: _http_ok(f"http://127.0.0.1:{admin}{ready}"))
+        return Authz(name, proc, ports)
+
+    def nginx(self, name: str, template: str, ports: dict[int, int], listen: dict[str, int]) -> Proc:
+        """nginx with `template` (relative to the repository) rendered with `ports` (template port -> real
+        port), prefix directory LOG_DIR/name. `listen`: name -> real port it listens on, registered in
+        stack.ports and waited for."""
+        prefix = LOG_DIR / name
+        (prefix / "logs").mkdir(parents=True, exist_ok=True)
+        (prefix / "tmp").mkdir(exist_ok=True)
+        for d in (prefix, prefix / "logs", prefix / "tmp"):
+            d.chmod(0o755)  # nginx workers run as an unprivileged user when the tests run as root
+        conf = render(template, ports, LOG_DIR / f"{name}.conf")
+        nginx_bin = str(self.stack.bins["nginx"])
+        check = subprocess.run([nginx_bin, "-t", "-q", "-p", str(prefix), "-c", str(conf)],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, f"nginx -t {conf} failed:\n{check.stdout}{check.stderr}"
+        proc = Proc(name, [nginx_bin, "-p", str(prefix), "-c", str(conf)])
+        self._start(proc)
+        for port_name, port in listen.items():
+            assert port_name not in self.stack.ports, port_name
+            self.stack.ports[port_name] = port
+            self.port_names.append(port_name)
+            wait_until(proc, f"{name} listening on {port}", lambda port=port: _tcp_ok(port))
+        return proc
+
+
+def process_rss_kib(pid: int) -> int:
+    """VmRSS of a process, KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports the process listens on (its sockets in LISTEN state, IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: TCP_LISTEN
+                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def session_cookie(resp: Response) -> str | None:
     for value in resp.header_values("set-cookie"):
         first = value.split(";", 1)[0].strip()
@@ -435,21 +591,13 @@ def stack(request):
         "todo": Proc("todo-backend", [sys.executable, str(ROOT / "examples" / "todo-backend" / "app.py")], {
             "PORT": str(ports["todo"]), "ADMIN_PORT": str(ports["todo_admin"]), "HOST": "127.0.0.1",
         }),
-        "authz": Proc("better-authz", [str(authz_bin)], {
-            "BETTER_AUTH_URL": f"http://127.0.0.1:{ports['better_auth']}",
-            "AUTHZ_PUBLIC_PATHS": "/api/auth/",
-            "AUTHZ_USER_PATH_PATTERN": "/api/{user_id}/",
-            "AUTHZ_GRPC_ADDR": f"127.0.0.1:{ports['authz_grpc']}",
-            "AUTHZ_HTTP_ADDR": f"127.0.0.1:{ports['authz_http']}",
-            "AUTHZ_ADMIN_ADDR": f"127.0.0.1:{ports['authz_admin']}",
-            "AUTHZ_UPSTREAM_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS),
-            "RUST_LOG": os.environ.get("RUST_LOG", "info"),
-        }),
+        "authz": Proc("better-authz", [str(authz_bin)], authz_env(
+            ports["better_auth"], ports["authz_grpc"], ports["authz_http"], ports["authz_admin"])),
         "envoy": Proc("envoy", [str(envoy_bin), "-c", str(envoy_conf), "--disable-hot-restart",
                                 "--log-level", "warn"]),
         "nginx": Proc("nginx", [nginx_bin, "-p", str(LOG_DIR / "nginx"), "-c", str(nginx_conf)]),
     }
-    st = Stack(ports=ports, procs=procs)
+    st = Stack(ports=ports, procs=procs, bins={"authz": authz_bin, "nginx": Path(nginx_bin)})
 
     def teardown():
         for proc in reversed(list(procs.values())):
