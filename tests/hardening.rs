@@ -180,7 +180,12 @@ async fn each_proxy_mode_trusts_its_own_headers_only() {
             "BAD_REQUEST",
         ),
         // A header repeated with the same value names the same request; with another, not.
-        ("auto", vec![("x-original-uri", own), ("x-original-uri", own)], 200, ""),
+        (
+            "auto",
+            vec![("x-original-uri", own), ("x-original-uri", own)],
+            200,
+            "",
+        ),
         (
             "auto",
             vec![("x-original-uri", own), ("x-original-uri", other)],
