@@ -1157,6 +1157,10 @@ fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseError
                     Some(false)
                 ))
             );
+            prop_assert_eq!(
+                headers.next(),
+                Some(("cache-control".into(), "no-store".into(), Some(false)))
+            );
             let rest: Vec<_> = headers.collect();
             let want: Vec<_> = d
                 .set_cookies
@@ -1212,6 +1216,11 @@ fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseError
         }
         check_deny_body(d, std::str::from_utf8(&body).unwrap(), secrets)?;
     }
+    prop_assert_eq!(
+        headers.get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"no-store"[..]),
+        "every /auth answer is no-store"
+    );
     Ok(())
 }
 
