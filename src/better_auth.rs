@@ -27,26 +27,67 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// `User-Agent` when the client sent none.
 const DEFAULT_USER_AGENT: &str = concat!("better-authz/", env!("CARGO_PKG_VERSION"));
 
-/// How the client is set up.
+/// Where Better Auth answers.
 #[derive(Clone, Debug)]
-pub struct ClientOptions {
+pub struct Endpoints {
     /// Absolute URL of the session endpoint.
-    pub session_url: reqwest::Url,
-    /// Absolute URL of Better Auth's `/ok` probe.
-    pub ok_url: reqwest::Url,
+    pub session: reqwest::Url,
+    /// Absolute URL of Better Auth's `/ok` probe, beside the session endpoint.
+    pub ok: reqwest::Url,
+}
+
+/// How the client is set up.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
     /// Deadline for one whole call: connect, headers and body.
     pub timeout: Duration,
     /// Idle kept-alive connections per Better Auth host.
     pub pool_max_idle: usize,
     /// Extra PEM roots for an https:// Better Auth (added to the system's).
-    pub ca_file: Option<std::path::PathBuf>,
+    pub ca: Option<CaBundle>,
+}
+
+/// CA certificates read from a PEM file at start-up.
+#[derive(Clone)]
+pub struct CaBundle {
+    pub path: std::path::PathBuf,
+    pub certs: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} certificates)",
+            self.path.display(),
+            self.certs.len()
+        )
+    }
 }
 
 /// A pooled, kept-alive client for Better Auth.
 #[derive(Clone, Debug)]
 pub struct BetterAuthClient {
     http: reqwest::Client,
-    options: ClientOptions,
+    endpoints: Endpoints,
+    timeout: Duration,
+}
+
+// === impl Endpoints ===
+
+impl Endpoints {
+    /// The session URL under `base`, and the `/ok` probe beside it (`…/get-session` → `…/ok`).
+    pub fn of(base: &reqwest::Url, session_path: &str) -> Result<Self, String> {
+        let root = base.as_str().trim_end_matches('/');
+        let session = reqwest::Url::parse(&format!("{root}{session_path}"))
+            .map_err(|e| format!("{session_path:?} does not make a URL with the base ({e})"))?;
+        let parent = session_path
+            .rsplit_once('/')
+            .map_or("", |(parent, _)| parent);
+        let ok = reqwest::Url::parse(&format!("{root}{parent}/ok"))
+            .map_err(|e| format!("{session_path:?} does not make a probe URL ({e})"))?;
+        Ok(Endpoints { session, ok })
+    }
 }
 
 /// Why a lookup failed, for metrics labels and logs (never the client).
@@ -90,14 +131,11 @@ impl Outcome {
 // === impl BetterAuthClient ===
 
 impl BetterAuthClient {
-    pub fn new(options: ClientOptions) -> Result<Self, String> {
+    pub fn new(endpoints: Endpoints, options: &ClientOptions) -> Result<Self, String> {
         install_crypto_provider();
         let mut builder = reqwest::Client::builder();
-        if let Some(path) = &options.ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            builder = builder.tls_certs_merge(certs);
+        if let Some(ca) = &options.ca {
+            builder = builder.tls_certs_merge(ca.certs.clone());
         }
         let http = builder
             // A redirect from the session endpoint is a misconfiguration, never a session.
@@ -111,7 +149,11 @@ impl BetterAuthClient {
             .http1_only()
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(BetterAuthClient { http, options })
+        Ok(BetterAuthClient {
+            http,
+            endpoints,
+            timeout: options.timeout,
+        })
     }
 
     /// Ask Better Auth whether the cookies carry a session.
@@ -121,7 +163,7 @@ impl BetterAuthClient {
         query: &SessionQuery,
         trace: &[(&'static str, String)],
     ) -> SessionLookup {
-        match tokio::time::timeout(self.options.timeout, self.call(query, trace)).await {
+        match tokio::time::timeout(self.timeout, self.call(query, trace)).await {
             Ok(lookup) => lookup,
             Err(_elapsed) => SessionLookup::Unavailable(Detail::UpstreamTimeout),
         }
@@ -139,7 +181,7 @@ impl BetterAuthClient {
             .unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT));
         let mut request = self
             .http
-            .get(self.options.session_url.clone())
+            .get(self.endpoints.session.clone())
             .header(COOKIE, cookie)
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, user_agent);
@@ -204,8 +246,8 @@ impl BetterAuthClient {
 
     /// `GET /ok`: is Better Auth answering at all? Used by readiness.
     pub async fn probe(&self) -> bool {
-        let call = self.http.get(self.options.ok_url.clone()).send();
-        match tokio::time::timeout(self.options.timeout.max(Duration::from_secs(1)), call).await {
+        let call = self.http.get(self.endpoints.ok.clone()).send();
+        match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), call).await {
             Ok(Ok(response)) => response.status().is_success(),
             _ => false,
         }

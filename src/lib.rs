@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Readiness;
 use crate::authorizer::Authorizer;
-use crate::better_auth::{BetterAuthClient, ClientOptions};
+use crate::better_auth::BetterAuthClient;
 pub use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -76,18 +76,18 @@ impl Listeners {
                 .await
                 .map_err(|source| Error::Bind { what, addr, source })
         }
-        let grpc = match config.grpc_addr {
+        let grpc = match config.listeners.grpc {
             Some(addr) => Some(bind(addr, "gRPC").await?),
             None => None,
         };
-        let http = match config.http_addr {
+        let http = match config.listeners.http {
             Some(addr) => Some(bind(addr, "HTTP").await?),
             None => None,
         };
         Ok(Listeners {
             grpc,
             http,
-            admin: bind(config.admin_addr, "admin").await?,
+            admin: bind(config.listeners.admin, "admin").await?,
         })
     }
 
@@ -134,32 +134,17 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Serve the gRPC, HTTP and admin listeners until `shutdown` completes, then stop accepting,
-/// let in-flight checks finish (bounded by `config.shutdown_timeout`) and return.
+/// let in-flight checks finish (bounded by `config.shutdown.timeout`) and return.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let metrics = Metrics::new().map_err(|e| Error::Setup(e.to_string()))?;
-    let client = BetterAuthClient::new(ClientOptions {
-        session_url: config.session_url.clone(),
-        ok_url: config.ok_url.clone(),
-        timeout: config.upstream_timeout,
-        pool_max_idle: config.upstream_pool_max_idle,
-        ca_file: config.better_auth_ca.clone(),
-    })
-    .map_err(Error::Setup)?;
+    let client = BetterAuthClient::new(config.better_auth.clone(), &config.upstream)
+        .map_err(Error::Setup)?;
     let readiness = Arc::new(Readiness::default());
-    let lookups = lookups::Lookups::new(
-        client.clone(),
-        metrics.clone(),
-        lookups::LookupOptions {
-            cache_ttl: config.cache_ttl,
-            cache_max_entries: config.cache_max_entries,
-            cache_max_bytes: config.cache_max_bytes,
-            max_inflight: config.max_inflight,
-        },
-    );
+    let lookups = lookups::Lookups::new(client.clone(), metrics.clone(), &config.lookups);
     let authorizer = Authorizer::new(config.policy.clone(), lookups, metrics.clone());
 
     // One token tree: cancelling `stop_checks` stops the check listeners and the probe first;
@@ -169,15 +154,10 @@ pub async fn run(
 
     let probe = tokio::spawn(readiness.clone().follow(client, stop_checks.clone()));
 
-    let tls = match &config.tls {
-        Some(files) => {
-            let reloader = tls::TlsReloader::new(files.clone())
-                .map_err(|e| Error::Setup(format!("TLS: {e:?}")))?;
-            tokio::spawn(reloader.clone().watch(stop_all.clone()));
-            Some(reloader)
-        }
-        None => None,
-    };
+    let tls = config.tls.clone().map(tls::TlsReloader::new);
+    if let Some(reloader) = &tls {
+        tokio::spawn(reloader.clone().watch(stop_all.clone()));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -201,7 +181,7 @@ pub async fn run(
     if let Some(listener) = listeners.http {
         let adapter = http::HttpAdapter {
             authorizer,
-            forward_auth: config.forward_auth,
+            forward_auth: config.listeners.forward_auth,
         };
         servers.spawn(serve_http(adapter, listener, tls, stop_checks.clone()));
     }
@@ -228,13 +208,13 @@ pub async fn run(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    if early.is_none() && !config.shutdown_delay.is_zero() {
+    if early.is_none() && !config.shutdown.delay.is_zero() {
         // Keep answering while health checks see NOT_SERVING, so proxies stop sending first.
         tracing::info!(
-            delay_ms = config.shutdown_delay.as_millis() as u64,
+            delay_ms = config.shutdown.delay.as_millis() as u64,
             "shutting down: reporting not ready, still serving"
         );
-        tokio::time::sleep(config.shutdown_delay).await;
+        tokio::time::sleep(config.shutdown.delay).await;
     }
     tracing::info!("shutting down: draining in-flight checks");
     stop_checks.cancel();
@@ -245,7 +225,7 @@ pub async fn run(
         }
         result
     };
-    let drained = tokio::time::timeout(config.shutdown_timeout, drain).await;
+    let drained = tokio::time::timeout(config.shutdown.timeout, drain).await;
     stop_all.cancel();
     let _ = admin_task.await;
     let _ = probe.await;
@@ -257,7 +237,7 @@ pub async fn run(
         Ok(result) => result,
         Err(_) => {
             tracing::warn!(
-                timeout_ms = config.shutdown_timeout.as_millis() as u64,
+                timeout_ms = config.shutdown.timeout.as_millis() as u64,
                 "in-flight checks did not finish before the shutdown timeout"
             );
             Ok(())

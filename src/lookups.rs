@@ -36,7 +36,7 @@ type Key = [u8; 32];
 /// Bytes an entry costs beyond its strings: the key, the entry, the cache's own slot.
 const ENTRY_OVERHEAD_BYTES: u64 = 160;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LookupOptions {
     /// Zero: no cache.
     pub cache_ttl: Duration,
@@ -84,7 +84,7 @@ pub struct Lookups {
 // === impl Lookups ===
 
 impl Lookups {
-    pub fn new(client: BetterAuthClient, metrics: Metrics, options: LookupOptions) -> Self {
+    pub fn new(client: BetterAuthClient, metrics: Metrics, options: &LookupOptions) -> Self {
         let max_entries = options.cache_max_entries.max(1);
         let max_bytes = options.cache_max_bytes.max(1);
         let cache = (!options.cache_ttl.is_zero())

@@ -43,9 +43,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), better_authz::Error> {
-    let telemetry = telemetry::init(config.log_format, &config.telemetry)
-        .map_err(better_authz::Error::Setup)?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "configuration");
+    let telemetry = telemetry::init(&config.telemetry).map_err(better_authz::Error::Setup)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary, "configuration");
     let result = async {
         let listeners = Listeners::bind(&config).await?;
         if let Ok(addrs) = listeners.addrs() {

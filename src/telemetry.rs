@@ -65,7 +65,8 @@ impl Telemetry {
 
 /// Install the global subscriber (and the exporter when configured). Call inside the Tokio
 /// runtime: the span batcher runs on it.
-pub fn init(format: LogFormat, config: &TelemetryConfig) -> Result<Telemetry, String> {
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
+    let format = config.log_format;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Colour only for people: log collectors get plain text.

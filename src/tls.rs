@@ -108,6 +108,20 @@ impl TlsFiles {
     }
 }
 
+/// TLS files and the server configuration loaded from them at start-up.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub files: TlsFiles,
+    pub loaded: Arc<ServerConfig>,
+}
+
+impl TlsSettings {
+    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        let loaded = Arc::new(files.server_config()?);
+        Ok(TlsSettings { files, loaded })
+    }
+}
+
 /// The current server configuration, swapped when the files change.
 pub struct TlsReloader {
     files: TlsFiles,
@@ -117,12 +131,12 @@ pub struct TlsReloader {
 // === impl TlsReloader ===
 
 impl TlsReloader {
-    pub fn new(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let config = files.server_config()?;
-        Ok(Arc::new(TlsReloader {
-            files,
-            current: RwLock::new(Arc::new(config)),
-        }))
+    /// Starts from the configuration loaded at start-up.
+    pub fn new(settings: TlsSettings) -> Arc<Self> {
+        Arc::new(TlsReloader {
+            files: settings.files,
+            current: RwLock::new(settings.loaded),
+        })
     }
 
     pub fn current(&self) -> Arc<ServerConfig> {

@@ -400,5 +400,10 @@ async fn json_logs_are_one_object_per_line_with_trace_ids() {
         .iter()
         .find(|o| o["message"] == "configuration")
         .expect("config line");
-    assert!(config["config"].as_str().unwrap().contains("otlp=Grpc"));
+    assert!(
+        config["config"]
+            .as_str()
+            .unwrap()
+            .contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc")
+    );
 }

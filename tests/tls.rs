@@ -285,11 +285,11 @@ fn bad_tls_configuration_names_the_variable() {
         better_auth_url: Some("http://127.0.0.1:1".into()),
         ..Default::default()
     };
-    let problems = |a: Args| -> Vec<&'static str> {
+    let problems = |a: Args| -> Vec<String> {
         Config::from_args(&a)
             .err()
             .unwrap_or_default()
-            .iter()
+            .into_iter()
             .map(|e| e.variable)
             .collect()
     };
@@ -334,7 +334,8 @@ async fn tls_stand_in(ca: &Ca, dir: &TempDir) -> (StandIn, String) {
         key: dir.write("ba.key", &key),
         client_ca: None,
     };
-    let reloader = better_authz::tls::TlsReloader::new(files).unwrap();
+    let reloader =
+        better_authz::tls::TlsReloader::new(better_authz::tls::TlsSettings::load(files).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut incoming = better_authz::tls::incoming(

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 fn args() -> Args {
@@ -7,10 +9,10 @@ fn args() -> Args {
     }
 }
 
-fn problems(a: &Args) -> Vec<&'static str> {
+fn problems(a: &Args) -> Vec<String> {
     match Config::from_args(a) {
         Ok(_) => vec![],
-        Err(errors) => errors.iter().map(|e| e.variable).collect(),
+        Err(errors) => errors.into_iter().map(|e| e.variable).collect(),
     }
 }
 
@@ -18,16 +20,19 @@ fn problems(a: &Args) -> Vec<&'static str> {
 fn defaults() {
     let c = Config::from_args(&args()).unwrap();
     assert_eq!(
-        c.session_url.as_str(),
+        c.better_auth.session.as_str(),
         "http://127.0.0.1:3000/api/auth/get-session"
     );
-    assert_eq!(c.ok_url.as_str(), "http://127.0.0.1:3000/api/auth/ok");
-    assert_eq!(c.grpc_addr.unwrap().to_string(), "0.0.0.0:9001");
-    assert_eq!(c.http_addr.unwrap().to_string(), "0.0.0.0:9002");
-    assert_eq!(c.forward_auth, ForwardAuth::Auto);
-    assert_eq!(c.cache_max_bytes, 16 * 1024 * 1024);
-    assert_eq!(c.admin_addr.to_string(), "0.0.0.0:9090");
-    assert_eq!(c.upstream_timeout, Duration::from_millis(150));
+    assert_eq!(
+        c.better_auth.ok.as_str(),
+        "http://127.0.0.1:3000/api/auth/ok"
+    );
+    assert_eq!(c.listeners.grpc.unwrap().to_string(), "0.0.0.0:9001");
+    assert_eq!(c.listeners.http.unwrap().to_string(), "0.0.0.0:9002");
+    assert_eq!(c.listeners.forward_auth, ForwardAuth::Auto);
+    assert_eq!(c.lookups.cache_max_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.listeners.admin.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.upstream.timeout, Duration::from_millis(150));
     assert_eq!(c.policy.cookie_prefix, "better-auth");
     assert!(c.policy.allow_preflight);
     assert!(c.policy.user_path.is_none());
@@ -36,7 +41,7 @@ fn defaults() {
         c.policy.identity.all().collect::<Vec<_>>(),
         ["x-user-id", "x-user-email", "x-user-name"]
     );
-    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.telemetry.log_format, LogFormat::Text);
 }
 
 #[test]
@@ -46,10 +51,13 @@ fn base_paths_and_custom_endpoints_join() {
     a.better_auth_session_path = Some("/auth/get-session".into());
     let c = Config::from_args(&a).unwrap();
     assert_eq!(
-        c.session_url.as_str(),
+        c.better_auth.session.as_str(),
         "https://auth.example.com/base/auth/get-session"
     );
-    assert_eq!(c.ok_url.as_str(), "https://auth.example.com/base/auth/ok");
+    assert_eq!(
+        c.better_auth.ok.as_str(),
+        "https://auth.example.com/base/auth/ok"
+    );
 }
 
 #[test]
@@ -98,34 +106,34 @@ fn every_bad_variable_is_reported_at_once() {
     let mut got = problems(&a);
     got.sort();
     let mut want = vec![
-        ENV_BETTER_AUTH_URL,
-        ENV_SESSION_PATH,
-        ENV_GRPC_ADDR,
-        ENV_HTTP_ADDR,
-        ENV_ADMIN_ADDR,
-        ENV_COOKIE_PREFIX,
-        ENV_USER_PATH_PATTERN,
-        ENV_PUBLIC_PATHS,
-        ENV_ALLOW_PREFLIGHT,
-        ENV_UPSTREAM_TIMEOUT_MS,
-        ENV_UPSTREAM_POOL_MAX_IDLE,
-        ENV_MAX_INFLIGHT,
-        ENV_CACHE_TTL_MS,
-        ENV_CACHE_MAX_ENTRIES,
-        ENV_CACHE_MAX_BYTES,
-        ENV_FORWARD_AUTH,
-        ENV_HEADER_USER_ID,
-        ENV_HEADER_USER_EMAIL,
-        ENV_HEADER_USER_NAME,
-        ENV_LOG_FORMAT,
-        ENV_SHUTDOWN_TIMEOUT_MS,
-        ENV_SHUTDOWN_DELAY_MS,
-        ENV_TLS_CERT,
-        ENV_BETTER_AUTH_CA_FILE,
-        ENV_OTLP_ENDPOINT,
-        ENV_OTLP_PROTOCOL,
-        ENV_OTEL_SAMPLER,
-        ENV_OTEL_SAMPLER_ARG,
+        "BETTER_AUTH_URL",
+        "BETTER_AUTH_SESSION_PATH",
+        "AUTHZ_GRPC_ADDR",
+        "AUTHZ_HTTP_ADDR",
+        "AUTHZ_ADMIN_ADDR",
+        "AUTHZ_COOKIE_PREFIX",
+        "AUTHZ_USER_PATH_PATTERN",
+        "AUTHZ_PUBLIC_PATHS",
+        "AUTHZ_ALLOW_PREFLIGHT",
+        "AUTHZ_UPSTREAM_TIMEOUT_MS",
+        "AUTHZ_UPSTREAM_POOL_MAX_IDLE",
+        "AUTHZ_MAX_INFLIGHT",
+        "AUTHZ_CACHE_TTL_MS",
+        "AUTHZ_CACHE_MAX_ENTRIES",
+        "AUTHZ_CACHE_MAX_BYTES",
+        "AUTHZ_FORWARD_AUTH",
+        "AUTHZ_HEADER_USER_ID",
+        "AUTHZ_HEADER_USER_EMAIL",
+        "AUTHZ_HEADER_USER_NAME",
+        "AUTHZ_LOG_FORMAT",
+        "AUTHZ_SHUTDOWN_TIMEOUT_MS",
+        "AUTHZ_SHUTDOWN_DELAY_MS",
+        "AUTHZ_TLS_CERT",
+        "BETTER_AUTH_CA_FILE",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
     ];
     want.sort();
     assert_eq!(got, want);
@@ -137,45 +145,45 @@ fn single_problems() {
     let cases: Vec<(Change, &str)> = vec![
         (
             |a| a.better_auth_url = Some("ftp://x".into()),
-            ENV_BETTER_AUTH_URL,
+            "BETTER_AUTH_URL",
         ),
         (
             |a| a.better_auth_url = Some("not a url".into()),
-            ENV_BETTER_AUTH_URL,
+            "BETTER_AUTH_URL",
         ),
         (
             |a| a.better_auth_url = Some("http://h/?q=1".into()),
-            ENV_BETTER_AUTH_URL,
+            "BETTER_AUTH_URL",
         ),
-        (
-            |a| a.better_auth_url = Some("  ".into()),
-            ENV_BETTER_AUTH_URL,
-        ),
+        (|a| a.better_auth_url = Some("  ".into()), "BETTER_AUTH_URL"),
         (
             |a| a.upstream_timeout_ms = Some("60001".into()),
-            ENV_UPSTREAM_TIMEOUT_MS,
+            "AUTHZ_UPSTREAM_TIMEOUT_MS",
         ),
         (
             |a| a.upstream_timeout_ms = Some("1.5".into()),
-            ENV_UPSTREAM_TIMEOUT_MS,
+            "AUTHZ_UPSTREAM_TIMEOUT_MS",
         ),
         (
             |a| a.user_path_pattern = Some("/api/".into()),
-            ENV_USER_PATH_PATTERN,
+            "AUTHZ_USER_PATH_PATTERN",
         ),
-        (|a| a.public_paths = Some("/".into()), ENV_PUBLIC_PATHS),
-        (|a| a.http_addr = Some("0.0.0.0:9001".into()), ENV_HTTP_ADDR),
+        (|a| a.public_paths = Some("/".into()), "AUTHZ_PUBLIC_PATHS"),
+        (
+            |a| a.http_addr = Some("0.0.0.0:9001".into()),
+            "AUTHZ_HTTP_ADDR",
+        ),
         (
             |a| a.admin_addr = Some("0.0.0.0:9002".into()),
-            ENV_ADMIN_ADDR,
+            "AUTHZ_ADMIN_ADDR",
         ),
         (
             |a| a.header_user_name = Some("X-User-Id".into()),
-            ENV_HEADER_USER_NAME,
+            "AUTHZ_HEADER_USER_NAME",
         ),
         (
             |a| a.header_user_id = Some("host".into()),
-            ENV_HEADER_USER_ID,
+            "AUTHZ_HEADER_USER_ID",
         ),
     ];
     for (change, variable) in cases {
@@ -229,13 +237,15 @@ fn summary_shows_the_effective_configuration() {
     a.better_auth_url = Some("http://user:pw@auth.internal:3000".into());
     a.public_paths = Some("/api/auth/, /healthz".into());
     a.user_path_pattern = Some("/API/{user_id}".into());
-    let s = Config::from_args(&a).unwrap().summary();
+    let s = Config::from_args(&a).unwrap().summary;
     assert!(
-        s.contains("session_url=http://auth.internal:3000/api/auth/get-session"),
+        s.contains("BETTER_AUTH_URL=http://auth.internal:3000/"),
         "{s}"
     );
-    assert!(s.contains("public_paths=/api/auth/,/healthz/"), "{s}");
-    assert!(s.contains("user_path_pattern=/API/{user_id}/"), "{s}");
+    assert!(s.contains("AUTHZ_PUBLIC_PATHS=/api/auth/, /healthz"), "{s}");
+    assert!(s.contains("AUTHZ_USER_PATH_PATTERN=/API/{user_id}"), "{s}");
+    // Defaults are part of the effective configuration.
+    assert!(s.contains("AUTHZ_UPSTREAM_TIMEOUT_MS=150"), "{s}");
     assert!(!s.contains("pw"), "{s}");
 }
 
@@ -273,19 +283,19 @@ fn a_listener_can_be_turned_off_but_not_both() {
     let mut a = args();
     a.http_addr = Some("off".into());
     let c = Config::from_args(&a).unwrap();
-    assert_eq!(c.http_addr, None);
-    assert!(c.grpc_addr.is_some());
+    assert_eq!(c.listeners.http, None);
+    assert!(c.listeners.grpc.is_some());
 
     let mut a = args();
     a.grpc_addr = Some("OFF".into());
     a.http_addr = Some("127.0.0.1:9002".into());
     let c = Config::from_args(&a).unwrap();
-    assert_eq!(c.grpc_addr, None);
+    assert_eq!(c.listeners.grpc, None);
 
     let mut a = args();
     a.grpc_addr = Some("off".into());
     a.http_addr = Some("off".into());
-    assert_eq!(problems(&a), vec![ENV_HTTP_ADDR]);
+    assert_eq!(problems(&a), vec!["AUTHZ_HTTP_ADDR"]);
 }
 
 #[test]
@@ -298,9 +308,13 @@ fn forward_auth_names_one_proxy() {
     ] {
         let mut a = args();
         a.forward_auth = Some(raw.into());
-        assert_eq!(Config::from_args(&a).unwrap().forward_auth, want, "{raw}");
+        assert_eq!(
+            Config::from_args(&a).unwrap().listeners.forward_auth,
+            want,
+            "{raw}"
+        );
     }
     let mut a = args();
     a.forward_auth = Some("envoy".into());
-    assert_eq!(problems(&a), vec![ENV_FORWARD_AUTH]);
+    assert_eq!(problems(&a), vec!["AUTHZ_FORWARD_AUTH"]);
 }
