@@ -8,11 +8,12 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::decision::Transport;
 use crate::decision::{self, CheckRequest, Decision, Plan, Policy};
 use crate::lookups::Lookups;
-use crate::metrics::{Metrics, Transport};
+use crate::metrics::Metrics;
 use crate::reason::Reason;
-use crate::telemetry::{self, TraceHeaders};
+use crate::telemetry;
 
 /// Shared by every connection of both transports.
 pub struct Authorizer {
@@ -32,21 +33,9 @@ impl Authorizer {
         })
     }
 
-    pub fn lookups(&self) -> &Lookups {
-        &self.lookups
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// Answer one check. Never fails: every error is a deny.
-    pub async fn check(
-        &self,
-        transport: Transport,
-        req: &CheckRequest<'_>,
-        trace: TraceHeaders<'_>,
-    ) -> Decision {
+    pub async fn check(&self, req: &CheckRequest<'_>) -> Decision {
+        let (transport, trace) = (req.transport, req.trace);
         let start = Instant::now();
         // Debug level: without an exporter and below RUST_LOG=debug nothing subscribes to it and
         // it costs nothing; the exporter's layer takes our spans at any level.
@@ -93,7 +82,7 @@ impl Authorizer {
             self.metrics
                 .record_dropped_identity(decision.dropped_headers.len());
         }
-        span.record("authz.decision", verdict(&decision));
+        span.record("authz.decision", decision.reason.verdict_label());
         span.record("authz.reason", decision.reason.code());
         span.record("http.response.status_code", decision.reason.http_status());
         if decision.is_allow()
@@ -109,15 +98,11 @@ impl Authorizer {
     }
 }
 
-fn verdict(d: &Decision) -> &'static str {
-    if d.is_allow() { "allow" } else { "deny" }
-}
-
 /// One line per decision: debug for the expected ones, warn where an operator should look.
 /// Never a cookie or token: the request's cookies are not among the fields.
 fn log_decision(transport: Transport, req: &CheckRequest<'_>, d: &Decision, latency_us: u128) {
     let path = req.path.split(['?', '#']).next().unwrap_or_default();
-    let decision = verdict(d);
+    let decision = d.reason.verdict_label();
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(

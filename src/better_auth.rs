@@ -2,7 +2,7 @@
 //!
 //! [`BetterAuthClient::lookup`] sends `GET <session path>` with the request's Better Auth
 //! cookies and returns a typed [`SessionLookup`], never a raw response. Facts it relies on
-//! (see `shared/docs/better-auth.md`): a missing, forged or expired session is `200 null`, not
+//! (checked against Better Auth 1.7.25): a missing, forged or expired session is `200 null`, not
 //! 401; a refresh answers with `Set-Cookie`; the rate limiter answers 429.
 //!
 //! Every failure maps to a denying outcome; nothing here can allow a request.

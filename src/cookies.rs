@@ -3,7 +3,7 @@
 //! Only cookies named `<prefix>.*` or `__Secure-<prefix>.*` are kept; everything else the
 //! browser sends (other apps' cookies, analytics…) never leaves the gateway. Kept cookies are
 //! forwarded byte for byte: Better Auth signs the URL-encoded value, so decoding or unquoting
-//! would break the signature check (prior art: Oathkeeper#1158).
+//! would break the signature check.
 //!
 //! Separators: pairs are split on `;` only, exactly as Better Auth's cookie parser (better-call's
 //! `parseCookies`) splits them, so that what we call a session is what Better Auth will read.
@@ -22,8 +22,8 @@ pub const MAX_COOKIE_HEADER_BYTES: usize = 16 * 1024;
 /// `encodeURIComponent(token + "." + base64(hmac))`: about 80 bytes.
 pub const MAX_SESSION_VALUE_BYTES: usize = 1024;
 
-/// The Better Auth cookies found in a request.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// The Better Auth cookies found in a request. Holds cookie values: its `Debug` redacts them.
+#[derive(Default, PartialEq, Eq)]
 pub struct BetterAuthCookies {
     /// Every Better Auth cookie as `name=value`, joined with `"; "`, ready for the one `Cookie`
     /// header of the session lookup.
@@ -39,6 +39,19 @@ pub struct BetterAuthCookies {
     /// A session token cookie had a byte that cannot be sent in a header (control, space,
     /// non-ASCII). Other Better Auth cookies with such bytes are dropped silently.
     pub unforwardable: bool,
+}
+
+impl std::fmt::Debug for BetterAuthCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BetterAuthCookies")
+            .field(
+                "header",
+                &format_args!("<{} bytes redacted>", self.header.len()),
+            )
+            .field("session_cookies", &self.session_cookies)
+            .field("unforwardable", &self.unforwardable)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the cookies say before anyone asks Better Auth.

@@ -32,10 +32,42 @@ pub struct IdentityHeaders {
     pub name: String,
 }
 
+/// Which adapter a check came through.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    #[default]
+    Grpc,
+    Http,
+}
+
+// === impl Transport ===
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// The W3C trace context of a proxied request, as the adapters found it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceHeaders<'a> {
+    pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
+}
+
 /// What the core needs of a proxied request, whichever proxy asked. Holds cookie values: its
 /// `Debug` redacts them.
 #[derive(Clone, Default)]
 pub struct CheckRequest<'a> {
+    /// Which adapter asked.
+    pub transport: Transport,
+    /// The proxy's trace context, parent of the check's span.
+    pub trace: TraceHeaders<'a>,
     /// The original request's method.
     pub method: &'a str,
     /// The original request target: path, maybe with query; raw, not decoded. Empty when the
@@ -57,6 +89,8 @@ pub struct CheckRequest<'a> {
 impl std::fmt::Debug for CheckRequest<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckRequest")
+            .field("transport", &self.transport)
+            .field("trace", &self.trace)
             .field("method", &self.method)
             .field("path", &self.path)
             .field("host", &self.host)

@@ -19,10 +19,7 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::authorizer::Authorizer;
-use crate::decision::{self, Decision};
-use crate::metrics::Transport;
-
-use crate::telemetry::TraceHeaders;
+use crate::decision::{self, Decision, TraceHeaders, Transport};
 
 /// The tonic service. Cheap to clone.
 #[derive(Clone)]
@@ -58,7 +55,14 @@ impl Authorization for ExtAuthz {
         let origin = headers.first("origin");
         let preflight_method = headers.first("access-control-request-method");
         let user_agent = headers.first("user-agent");
+        let traceparent = headers.first("traceparent");
+        let tracestate = headers.first("tracestate");
         let req = decision::CheckRequest {
+            transport: Transport::Grpc,
+            trace: TraceHeaders {
+                traceparent: traceparent.as_deref(),
+                tracestate: tracestate.as_deref(),
+            },
             method: &http.method,
             path: &http.path,
             host: Some(http.host.as_str()).filter(|h| !h.is_empty()),
@@ -69,13 +73,7 @@ impl Authorization for ExtAuthz {
             user_agent: user_agent.as_deref(),
             client_addr: client_addr.as_deref(),
         };
-        let traceparent = headers.first("traceparent");
-        let tracestate = headers.first("tracestate");
-        let trace = TraceHeaders {
-            traceparent: traceparent.as_deref(),
-            tracestate: tracestate.as_deref(),
-        };
-        let decision = self.authorizer.check(Transport::Grpc, &req, trace).await;
+        let decision = self.authorizer.check(&req).await;
         Ok(Response::new(check_response(&decision)))
     }
 }

@@ -24,53 +24,10 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::authorizer::Authorizer;
-use crate::decision::{CheckRequest, Decision};
-use crate::metrics::Transport;
+use crate::decision::{CheckRequest, Decision, TraceHeaders, Transport};
 use crate::reason::{Detail, Reason};
-use crate::telemetry::TraceHeaders;
 
 pub const AUTH_PATH: &str = "/auth";
-
-/// The TCP peer of a connection, plain or TLS.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
-
-/// The plain listener, with `TCP_NODELAY` on every connection: answers go out in one write and
-/// must not wait for Nagle.
-pub struct NoDelayListener(pub tokio::net::TcpListener);
-
-impl axum::serve::Listener for NoDelayListener {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's own accept loop: retries and backs off on errors.
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
-        (stream, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelayListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, NoDelayListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
 
 /// What `/auth` needs: the shared authorizer and which proxy's headers to trust.
 pub struct HttpAdapter {
@@ -86,7 +43,7 @@ pub fn router(adapter: HttpAdapter) -> Router {
 
 async fn auth(
     State(adapter): State<Arc<HttpAdapter>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
@@ -102,6 +59,11 @@ async fn auth(
     let user_agent = text_ref(&headers, USER_AGENT.as_str());
 
     let req = CheckRequest {
+        transport: Transport::Http,
+        trace: TraceHeaders {
+            traceparent: text_ref(&headers, "traceparent"),
+            tracestate: text_ref(&headers, "tracestate"),
+        },
         method: original.method.unwrap_or(method.as_str()),
         // Missing or unusable: "", which the core answers with `BAD_REQUEST`.
         path: original.uri.unwrap_or_default(),
@@ -113,11 +75,7 @@ async fn auth(
         user_agent,
         client_addr: Some(&client_addr),
     };
-    let trace = TraceHeaders {
-        traceparent: text_ref(&headers, "traceparent"),
-        tracestate: text_ref(&headers, "tracestate"),
-    };
-    let decision = adapter.authorizer.check(Transport::Http, &req, trace).await;
+    let decision = adapter.authorizer.check(&req).await;
     response(&decision)
 }
 
@@ -176,24 +134,17 @@ impl ForwardAuth {
                 host: &[Url, Header("x-forwarded-host")],
                 host_header_fallback: true,
             },
-            ForwardAuth::Nginx => Sources {
-                uri: &[Header("x-original-uri")],
-                method: &["x-original-method"],
-                host: &[Header("host")],
-                host_header_fallback: false,
-            },
-            ForwardAuth::IngressNginx => Sources {
-                uri: &[Url],
-                method: &["x-original-method"],
-                host: &[Url],
-                host_header_fallback: false,
-            },
-            ForwardAuth::Traefik => Sources {
-                uri: &[Header("x-forwarded-uri")],
-                method: &["x-forwarded-method"],
-                host: &[Header("x-forwarded-host")],
-                host_header_fallback: false,
-            },
+            ForwardAuth::Nginx => Sources::fixed(
+                &[Header("x-original-uri")],
+                &["x-original-method"],
+                &[Header("host")],
+            ),
+            ForwardAuth::IngressNginx => Sources::fixed(&[Url], &["x-original-method"], &[Url]),
+            ForwardAuth::Traefik => Sources::fixed(
+                &[Header("x-forwarded-uri")],
+                &["x-forwarded-method"],
+                &[Header("x-forwarded-host")],
+            ),
         }
     }
 }
@@ -204,6 +155,22 @@ struct Sources {
     host: &'static [Source],
     /// `auto` only: with no forwarded host, the request's own `Host` (the shipped nginx sets it).
     host_header_fallback: bool,
+}
+
+impl Sources {
+    /// One proxy's own headers, and nothing else.
+    fn fixed(
+        uri: &'static [Source],
+        method: &'static [&'static str],
+        host: &'static [Source],
+    ) -> Self {
+        Sources {
+            uri,
+            method,
+            host,
+            host_header_fallback: false,
+        }
+    }
 }
 
 #[derive(Copy, Clone)]

@@ -263,7 +263,7 @@ async fn serve_grpc(
         Some(tls) => {
             let receiver = tls::incoming(listener, tls, stop.clone());
             let incoming = tokio_stream::wrappers::ReceiverStream::new(receiver)
-                .map(|(stream, _peer)| Ok::<_, std::io::Error>(tls::TlsConn(stream)));
+                .map(|(stream, _peer)| Ok::<_, std::io::Error>(stream));
             router
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await
@@ -279,10 +279,15 @@ async fn serve_http(
     tls: Option<Arc<tls::TlsReloader>>,
     stop: CancellationToken,
 ) -> Result<(), Error> {
-    let app = http::router(adapter).into_make_service_with_connect_info::<http::Peer>();
+    use axum::serve::ListenerExt;
+    let app = http::router(adapter).into_make_service_with_connect_info::<SocketAddr>();
     let result = match tls {
         None => {
-            axum::serve(http::NoDelayListener(listener), app)
+            // Answers go out in one write and must not wait for Nagle.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         }
@@ -293,7 +298,10 @@ async fn serve_http(
             let listener = tls::TlsListener {
                 receiver: tls::incoming(listener, tls, stop.clone()),
                 local_addr,
-            };
+            }
+            // No-op tap: `tls::incoming` sets TCP_NODELAY; the tap gives axum's SocketAddr
+            // connect info, as for the plain listener.
+            .tap_io(|_| {});
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await

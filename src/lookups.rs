@@ -1,8 +1,8 @@
 //! The fast path in front of the Better Auth client: coalescing, the opt-in cache and load
-//! shedding. Still IO-free in its decisions: every path ends in a [`SessionLookup`], and none of
-//! them can allow on its own.
+//! shedding. Every path ends in a [`SessionLookup`] for the core to judge; none of them can allow
+//! on its own.
 //!
-//! - **Coalescing**: concurrent checks carrying the same Better Auth cookies share one call in
+//! - **Coalescing**: concurrent checks carrying the same session cookies share one call in
 //!   flight; each gets the same answer. Nothing outlives the call.
 //! - **Cache** (opt-in, `AUTHZ_CACHE_TTL_MS` > 0): valid sessions only, keyed by the SHA-256 of
 //!   the session cookies alone (`session_token`, `session_data`: never the value itself, never
@@ -25,10 +25,10 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::better_auth::{BetterAuthClient, Outcome};
-use crate::decision::{SessionLookup, SessionQuery, SessionUser};
+use crate::decision::{SessionLookup, SessionQuery, SessionUser, TraceHeaders};
 use crate::metrics::Metrics;
 use crate::reason::Detail;
-use crate::telemetry::{self, TraceHeaders};
+use crate::telemetry;
 
 /// SHA-256 of the session cookies.
 type Key = [u8; 32];
@@ -55,7 +55,8 @@ struct Cached {
     weight: u64,
 }
 
-/// Weighs entries by their estimated size, never below `floor` (max bytes ÷ max entries).
+/// Weighs entries by the weight fixed at insertion (their estimated size, never below
+/// max bytes ÷ max entries).
 #[derive(Clone)]
 struct ByteWeighter;
 

@@ -9,27 +9,8 @@ use prometheus::{
 };
 
 use crate::better_auth::Outcome;
+use crate::decision::Transport;
 use crate::reason::{Detail, Reason};
-
-/// Which adapter a check came through.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Grpc,
-    Http,
-}
-
-// === impl Transport ===
-
-impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Transport::Grpc => "grpc",
-            Transport::Http => "http",
-        }
-    }
-}
 
 /// Latency buckets in seconds: fine below a millisecond (the service's own cost), coarse up to
 /// a second (Better Auth round trips and timeouts).
@@ -157,10 +138,10 @@ impl Metrics {
         let mut check_series = Vec::new();
         for transport in Transport::ALL {
             check_series.push(check_duration.with_label_values(&[transport.label()]));
-            for reason in Reason::ALL {
+            for &reason in Reason::ALL {
                 decision_series.push(decisions.with_label_values(&[
                     transport.label(),
-                    verdict(reason),
+                    reason.verdict_label(),
                     reason.code(),
                 ]));
             }
@@ -258,10 +239,6 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-fn verdict(reason: Reason) -> &'static str {
-    if reason.is_allow() { "allow" } else { "deny" }
 }
 
 #[cfg(test)]

@@ -6,31 +6,78 @@
 
 use serde::Serialize;
 
-/// Why a check ended the way it did. The variant's code is stable: it is the `error_code` of
-/// deny bodies, the `reason` label of metrics and the `reason` field of decision logs.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Reason {
+/// The table: the enum, `ALL` and every row come from one list, so a reason cannot exist
+/// without its row, nor be left out of `ALL` (and so out of the metrics).
+macro_rules! reasons {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident => ($code:literal, $verdict:ident, $http:literal, $grpc:ident, $message:literal),
+    )*) => {
+        /// Why a check ended the way it did. The variant's code is stable: it is the
+        /// `error_code` of deny bodies, the `reason` label of metrics and the `reason` field of
+        /// decision logs.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Reason {
+            /// Every reason in declaration order (metrics index their series by it).
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
+
+            fn row(self) -> Row {
+                match self {
+                    $(Reason::$variant => Row {
+                        code: $code,
+                        verdict: Verdict::$verdict,
+                        http_status: $http,
+                        grpc: GrpcCode::$grpc,
+                        message: $message,
+                    },)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
     /// The path is under a configured public prefix: no session needed.
-    PublicPath,
+    PublicPath => ("PUBLIC_PATH", Allow, 200, Ok, "public path"),
     /// A real CORS preflight (OPTIONS + Origin + Access-Control-Request-Method).
-    Preflight,
+    Preflight => ("PREFLIGHT", Allow, 200, Ok, "CORS preflight"),
     /// Better Auth confirmed an unexpired session.
-    SessionValid,
-    /// The request carries no Better Auth session cookie (or one that cannot be a signed token).
-    SessionRequired,
-    /// Better Auth answered that the session is missing, invalid, signed out or expired.
-    SessionInvalid,
+    SessionValid => ("SESSION_VALID", Allow, 200, Ok, "session valid"),
+    /// The request carries no Better Auth session cookie.
+    SessionRequired => (
+        "SESSION_REQUIRED", Deny, 401, Unauthenticated, "Authentication required"
+    ),
+    /// Better Auth answered that the session is missing, invalid, signed out or expired, or the
+    /// cookie cannot be a signed token.
+    SessionInvalid => (
+        "SESSION_INVALID", Deny, 401, Unauthenticated, "Session is invalid or expired"
+    ),
     /// The path names another user (`AUTHZ_USER_PATH_PATTERN`).
-    UserMismatch,
+    UserMismatch => (
+        "USER_MISMATCH", Deny, 403, PermissionDenied, "Access to this resource is forbidden"
+    ),
     /// Better Auth could not be asked: refused, timed out, 5xx, 429, or we shed load.
-    AuthUnavailable,
+    AuthUnavailable => (
+        "AUTH_UNAVAILABLE", Deny, 503, Unavailable,
+        "Authentication service unavailable, retry later"
+    ),
     /// Better Auth answered something that is not a session (bad JSON, redirect, 404…), or an
     /// invariant of ours broke. Logged; the client learns nothing more.
-    AuthError,
-    /// The check request itself is malformed (no original URI, unusable path).
-    BadRequest,
+    AuthError => (
+        "AUTH_ERROR", Deny, 500, Internal, "Authentication failed unexpectedly"
+    ),
+    /// The check request itself is malformed (no original URI, unusable path, forwarded
+    /// headers that disagree).
+    BadRequest => ("BAD_REQUEST", Deny, 400, InvalidArgument, "Malformed request"),
     /// The request's cookies or headers exceed what we accept.
-    HeadersTooLarge,
+    HeadersTooLarge => (
+        "HEADERS_TOO_LARGE", Deny, 431, ResourceExhausted,
+        "Request cookies or headers too large"
+    ),
 }
 
 /// Whether the reason lets the request through.
@@ -38,6 +85,16 @@ pub enum Reason {
 pub enum Verdict {
     Allow,
     Deny,
+}
+
+impl Verdict {
+    /// The `decision` label of metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
 }
 
 /// gRPC status codes used in `CheckResponse.status` (google.rpc.Code values).
@@ -65,86 +122,6 @@ struct Row {
 // === impl Reason ===
 
 impl Reason {
-    /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 10] = [
-        Reason::PublicPath,
-        Reason::Preflight,
-        Reason::SessionValid,
-        Reason::SessionRequired,
-        Reason::SessionInvalid,
-        Reason::UserMismatch,
-        Reason::AuthUnavailable,
-        Reason::AuthError,
-        Reason::BadRequest,
-        Reason::HeadersTooLarge,
-    ];
-
-    fn row(self) -> Row {
-        use GrpcCode as G;
-        use Verdict::{Allow, Deny};
-        let (code, verdict, http_status, grpc, message) = match self {
-            Reason::PublicPath => ("PUBLIC_PATH", Allow, 200, G::Ok, "public path"),
-            Reason::Preflight => ("PREFLIGHT", Allow, 200, G::Ok, "CORS preflight"),
-            Reason::SessionValid => ("SESSION_VALID", Allow, 200, G::Ok, "session valid"),
-            Reason::SessionRequired => (
-                "SESSION_REQUIRED",
-                Deny,
-                401,
-                G::Unauthenticated,
-                "Authentication required",
-            ),
-            Reason::SessionInvalid => (
-                "SESSION_INVALID",
-                Deny,
-                401,
-                G::Unauthenticated,
-                "Session is invalid or expired",
-            ),
-            Reason::UserMismatch => (
-                "USER_MISMATCH",
-                Deny,
-                403,
-                G::PermissionDenied,
-                "Access to this resource is forbidden",
-            ),
-            Reason::AuthUnavailable => (
-                "AUTH_UNAVAILABLE",
-                Deny,
-                503,
-                G::Unavailable,
-                "Authentication service unavailable, retry later",
-            ),
-            Reason::AuthError => (
-                "AUTH_ERROR",
-                Deny,
-                500,
-                G::Internal,
-                "Authentication failed unexpectedly",
-            ),
-            Reason::BadRequest => (
-                "BAD_REQUEST",
-                Deny,
-                400,
-                G::InvalidArgument,
-                "Malformed request",
-            ),
-            Reason::HeadersTooLarge => (
-                "HEADERS_TOO_LARGE",
-                Deny,
-                431,
-                G::ResourceExhausted,
-                "Request cookies or headers too large",
-            ),
-        };
-        Row {
-            code,
-            verdict,
-            http_status,
-            grpc,
-            message,
-        }
-    }
-
     /// The stable code: deny bodies' `error_code`, the metrics label.
     pub fn code(self) -> &'static str {
         self.row().code
@@ -152,6 +129,11 @@ impl Reason {
 
     pub fn verdict(self) -> Verdict {
         self.row().verdict
+    }
+
+    /// `allow` or `deny`.
+    pub fn verdict_label(self) -> &'static str {
+        self.verdict().label()
     }
 
     pub fn is_allow(self) -> bool {
@@ -200,82 +182,66 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// Client-safe explanations. A closed set, so that no request or Better Auth data (cookies,
-/// tokens, bodies) can ever end up in a deny body.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Detail {
-    None,
-    NoSessionCookie,
-    MalformedSessionCookie,
-    SessionNotFound,
-    SessionExpired,
-    PathOwnedByOtherUser,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-    UpstreamRateLimited,
-    UpstreamServerError,
-    Overloaded,
-    UpstreamBadAnswer,
-    MissingOriginalUri,
-    InvalidPath,
-    CookieHeaderTooLarge,
-    ConflictingForwardedHeaders,
-    UserIdTooLong,
+/// The client-safe explanations: enum, code and text from one list.
+macro_rules! details {
+    ($( $variant:ident => ($code:literal, $text:literal), )*) => {
+        /// Client-safe explanations. A closed set, so that no request or Better Auth data
+        /// (cookies, tokens, bodies) can ever end up in a deny body.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+        pub enum Detail {
+            $( $variant, )*
+        }
+
+        impl Detail {
+            pub const ALL: &'static [Detail] = &[$(Detail::$variant),*];
+
+            /// A stable snake-case code: the `detail` label of
+            /// `better_authz_deny_details_total`.
+            pub fn code(self) -> &'static str {
+                match self { $(Detail::$variant => $code,)* }
+            }
+
+            /// The sentence deny bodies carry.
+            pub fn text(self) -> &'static str {
+                match self { $(Detail::$variant => $text,)* }
+            }
+        }
+    };
 }
 
-// === impl Detail ===
-
-impl Detail {
-    /// A stable snake-case code: the `detail` label of `better_authz_deny_details_total`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Detail::None => "none",
-            Detail::NoSessionCookie => "no_session_cookie",
-            Detail::MalformedSessionCookie => "malformed_session_cookie",
-            Detail::SessionNotFound => "session_not_found",
-            Detail::SessionExpired => "session_expired",
-            Detail::PathOwnedByOtherUser => "path_owned_by_other_user",
-            Detail::UpstreamTimeout => "upstream_timeout",
-            Detail::UpstreamUnreachable => "upstream_unreachable",
-            Detail::UpstreamRateLimited => "upstream_rate_limited",
-            Detail::UpstreamServerError => "upstream_server_error",
-            Detail::Overloaded => "overloaded",
-            Detail::UpstreamBadAnswer => "upstream_bad_answer",
-            Detail::MissingOriginalUri => "missing_original_uri",
-            Detail::InvalidPath => "invalid_path",
-            Detail::CookieHeaderTooLarge => "cookie_header_too_large",
-            Detail::ConflictingForwardedHeaders => "conflicting_forwarded_headers",
-            Detail::UserIdTooLong => "user_id_too_long",
-        }
-    }
-
-    pub fn text(self) -> &'static str {
-        match self {
-            Detail::None => "",
-            Detail::NoSessionCookie => "no Better Auth session cookie in the request",
-            Detail::MalformedSessionCookie => {
-                "the session cookie is not a Better Auth session token"
-            }
-            Detail::SessionNotFound => "Better Auth does not know this session",
-            Detail::SessionExpired => "the session has expired",
-            Detail::PathOwnedByOtherUser => "the path belongs to another user",
-            Detail::UpstreamTimeout => "Better Auth did not answer in time",
-            Detail::UpstreamUnreachable => "Better Auth could not be reached",
-            Detail::UpstreamRateLimited => "Better Auth is rate limiting session checks",
-            Detail::UpstreamServerError => "Better Auth answered with a server error",
-            Detail::Overloaded => "too many session checks in flight",
-            Detail::UpstreamBadAnswer => "Better Auth answered something that is not a session",
-            Detail::MissingOriginalUri => {
-                "no X-Original-URI, X-Original-URL or X-Forwarded-Uri header"
-            }
-            Detail::InvalidPath => "the request path cannot be interpreted unambiguously",
-            Detail::CookieHeaderTooLarge => "the Cookie header exceeds the accepted size",
-            Detail::ConflictingForwardedHeaders => {
-                "the headers naming the original request disagree or are repeated"
-            }
-            Detail::UserIdTooLong => "the user id is too long to be sent in a header",
-        }
-    }
+details! {
+    None => ("none", ""),
+    NoSessionCookie => ("no_session_cookie", "no Better Auth session cookie in the request"),
+    MalformedSessionCookie => (
+        "malformed_session_cookie", "the session cookie is not a Better Auth session token"
+    ),
+    SessionNotFound => ("session_not_found", "Better Auth does not know this session"),
+    SessionExpired => ("session_expired", "the session has expired"),
+    PathOwnedByOtherUser => ("path_owned_by_other_user", "the path belongs to another user"),
+    UpstreamTimeout => ("upstream_timeout", "Better Auth did not answer in time"),
+    UpstreamUnreachable => ("upstream_unreachable", "Better Auth could not be reached"),
+    UpstreamRateLimited => (
+        "upstream_rate_limited", "Better Auth is rate limiting session checks"
+    ),
+    UpstreamServerError => (
+        "upstream_server_error", "Better Auth answered with a server error"
+    ),
+    Overloaded => ("overloaded", "too many session checks in flight"),
+    UpstreamBadAnswer => (
+        "upstream_bad_answer", "Better Auth answered something that is not a session"
+    ),
+    MissingOriginalUri => (
+        "missing_original_uri", "the proxy did not say which request to check"
+    ),
+    InvalidPath => ("invalid_path", "the request path cannot be interpreted unambiguously"),
+    CookieHeaderTooLarge => (
+        "cookie_header_too_large", "the Cookie header exceeds the accepted size"
+    ),
+    ConflictingForwardedHeaders => (
+        "conflicting_forwarded_headers",
+        "the headers naming the original request disagree"
+    ),
+    UserIdTooLong => ("user_id_too_long", "the user id is too long to be sent in a header"),
 }
 
 #[cfg(test)]
@@ -284,7 +250,7 @@ mod tests {
 
     #[test]
     fn allows_are_200_ok_and_denies_are_not() {
-        for r in Reason::ALL {
+        for &r in Reason::ALL {
             match r.verdict() {
                 Verdict::Allow => {
                     assert_eq!(r.http_status(), 200, "{r}");
@@ -307,9 +273,18 @@ mod tests {
     }
 
     #[test]
+    fn detail_codes_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for d in Detail::ALL {
+            assert!(seen.insert(d.code()), "duplicate code {d:?}");
+            assert!(d.code().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+
+    #[test]
     fn codes_are_unique_screaming_snake_case() {
         let mut seen = std::collections::HashSet::new();
-        for r in Reason::ALL {
+        for &r in Reason::ALL {
             assert!(seen.insert(r.code()), "duplicate code {r}");
             assert!(r.code().chars().all(|c| c.is_ascii_uppercase() || c == '_'));
         }

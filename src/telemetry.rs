@@ -26,6 +26,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{LogFormat, OtlpProtocol, SamplerConfig, TelemetryConfig};
+use crate::decision::TraceHeaders;
 
 /// Used when `RUST_LOG` is unset.
 pub const DEFAULT_FILTER: &str = "info";
@@ -33,13 +34,6 @@ pub const DEFAULT_FILTER: &str = "info";
 /// Whether spans are exported; decides between injecting our context and passing the
 /// proxy's through.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
-
-/// The W3C trace context of a proxied request, as the adapters found it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TraceHeaders<'a> {
-    pub traceparent: Option<&'a str>,
-    pub tracestate: Option<&'a str>,
-}
 
 /// Keeps the exporter alive; [`Telemetry::shutdown`] flushes it.
 pub struct Telemetry {

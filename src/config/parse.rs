@@ -13,27 +13,25 @@ use super::{LogFormat, OtlpProtocol};
 pub const LISTENER_OFF: &str = "off";
 
 pub fn millis(min: u64, max: u64) -> impl Fn(&str) -> Result<Duration, String> {
+    move |raw| bounded(raw, min, max, " milliseconds").map(Duration::from_millis)
+}
+
+pub fn count<T: TryFrom<u64>>(min: u64, max: u64) -> impl Fn(&str) -> Result<T, String> {
     move |raw| {
-        let n: u64 = raw
-            .parse()
-            .map_err(|_| format!("{raw:?} is not a whole number of milliseconds"))?;
-        if n < min || n > max {
-            return Err(format!("{n} is outside {min}..={max} milliseconds"));
-        }
-        Ok(Duration::from_millis(n))
+        let n = bounded(raw, min, max, "")?;
+        T::try_from(n).map_err(|_| format!("{n} is too large here"))
     }
 }
 
-pub fn count<T: TryFrom<u64> + Default>(min: u64, max: u64) -> impl Fn(&str) -> Result<T, String> {
-    move |raw| {
-        let n: u64 = raw
-            .parse()
-            .map_err(|_| format!("{raw:?} is not a whole number"))?;
-        if n < min || n > max {
-            return Err(format!("{n} is outside {min}..={max}"));
-        }
-        T::try_from(n).map_err(|_| format!("{n} is too large here"))
+/// A whole number within `min..=max`; `unit` names it in messages.
+fn bounded(raw: &str, min: u64, max: u64, unit: &str) -> Result<u64, String> {
+    let n: u64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a whole number{}", unit.replace(' ', " of ")))?;
+    if n < min || n > max {
+        return Err(format!("{n} is outside {min}..={max}{unit}"));
     }
+    Ok(n)
 }
 
 pub fn boolean(raw: &str) -> Result<bool, String> {

@@ -23,15 +23,14 @@ fn now() -> OffsetDateTime {
 }
 
 fn valid(id: &str) -> SessionLookup {
-    SessionLookup::Valid {
-        user: SessionUser {
-            id: id.into(),
-            email: Some(format!("{id}@example.com")),
-            name: Some(format!("User {id}")),
-        },
-        expires_at: now() + Duration::hours(1),
-        set_cookies: vec![],
-    }
+    let (email, name) = (format!("{id}@example.com"), format!("User {id}"));
+    session(
+        id,
+        Some(&email),
+        Some(&name),
+        now() + Duration::hours(1),
+        &[],
+    )
 }
 
 fn session_cookie() -> String {
@@ -285,31 +284,48 @@ fn preflight_needs_origin_and_request_method() {
     );
 }
 
+/// A session lookup's answer: this user, expiring at `expires_at`, with these cookies.
+fn session(
+    id: &str,
+    email: Option<&str>,
+    name: Option<&str>,
+    expires_at: OffsetDateTime,
+    set_cookies: &[&str],
+) -> SessionLookup {
+    SessionLookup::Valid {
+        user: SessionUser {
+            id: id.into(),
+            email: email.map(str::to_owned),
+            name: name.map(str::to_owned),
+        },
+        expires_at,
+        set_cookies: set_cookies.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+/// GET `path` with the session cookie, Better Auth answering `lookup`; expects `reason`.
+fn looked_up(path: &str, lookup: SessionLookup, reason: Reason) -> Decision {
+    let c = session_cookie();
+    let r = req("GET", path, vec![&c]);
+    let expect = Expect {
+        reason,
+        asked: true,
+    };
+    check(&policy(), r, lookup, expect)
+}
+
 #[test]
 fn allow_sets_identity_and_passes_cookies() {
-    let p = policy();
-    let c = session_cookie();
-    let lookup = SessionLookup::Valid {
-        user: SessionUser {
-            id: "u1".into(),
-            email: Some("a@example.com".into()),
-            name: Some("José Ñ".into()),
-        },
-        expires_at: now() + Duration::minutes(5),
-        set_cookies: vec![
-            "better-auth.session_token=new.sig; Max-Age=604800".into(),
-            "x=y".into(),
-        ],
-    };
-    let d = check(
-        &p,
-        req("GET", "/api/u1/tasks", vec![&c]),
-        lookup,
-        Expect {
-            reason: Reason::SessionValid,
-            asked: true,
-        },
+    let refreshed = "better-auth.session_token=new.sig; Max-Age=604800";
+    let soon = now() + Duration::minutes(5);
+    let lookup = session(
+        "u1",
+        Some("a@example.com"),
+        Some("José Ñ"),
+        soon,
+        &[refreshed, "x=y"],
     );
+    let d = looked_up("/api/u1/tasks", lookup, Reason::SessionValid);
     assert_eq!(
         d.set_headers,
         [
@@ -325,117 +341,77 @@ fn allow_sets_identity_and_passes_cookies() {
 
 #[test]
 fn missing_or_unsafe_identity_values_remove_the_header() {
-    let p = policy();
-    let c = session_cookie();
-    let lookup = SessionLookup::Valid {
-        user: SessionUser {
-            id: "u1".into(),
-            email: None,
-            name: Some("evil\r\nx-user-id: u2".into()),
-        },
-        expires_at: now() + Duration::minutes(5),
-        set_cookies: vec![],
-    };
-    let d = check(
-        &p,
-        req("GET", "/api/u1/tasks", vec![&c]),
-        lookup,
-        Expect {
-            reason: Reason::SessionValid,
-            asked: true,
-        },
-    );
+    let soon = now() + Duration::minutes(5);
+    let lookup = session("u1", None, Some("evil\r\nx-user-id: u2"), soon, &[]);
+    let d = looked_up("/api/u1/tasks", lookup, Reason::SessionValid);
     assert_eq!(d.set_headers, [("x-user-id".to_string(), "u1".to_string())]);
     assert_eq!(d.remove_headers, ["x-user-email", "x-user-name"]);
+    assert_eq!(d.dropped_headers, ["x-user-name"]);
+}
+
+#[test]
+fn identity_values_over_the_cap_are_dropped_and_a_long_id_denies() {
+    let soon = now() + Duration::minutes(5);
+    let long = "n".repeat(MAX_IDENTITY_VALUE_BYTES + 1);
+    let fits = "n".repeat(MAX_IDENTITY_VALUE_BYTES);
+    let lookup = session("u1", Some(&long), Some(&fits), soon, &[]);
+    let d = looked_up("/api/u1/tasks", lookup, Reason::SessionValid);
+    assert_eq!(
+        d.set_headers,
+        [
+            ("x-user-id".to_string(), "u1".to_string()),
+            ("x-user-name".to_string(), fits.clone()),
+        ]
+    );
+    assert_eq!(d.remove_headers, ["x-user-email"]);
+    assert_eq!(d.dropped_headers, ["x-user-email"]);
+
+    let d = looked_up(
+        "/x",
+        session(&long, None, None, soon, &[]),
+        Reason::AuthError,
+    );
+    assert_eq!(d.detail, Detail::UserIdTooLong);
+    let d = looked_up(
+        "/x",
+        session(&fits, None, None, soon, &[]),
+        Reason::SessionValid,
+    );
+    assert_eq!(d.user_id.as_deref(), Some(fits.as_str()));
 }
 
 #[test]
 fn an_unsafe_user_id_is_an_auth_error() {
-    let p = policy();
-    let c = session_cookie();
     for id in ["", "u1\nx", "u\u{0}", " u1", "u1\t"] {
-        let lookup = SessionLookup::Valid {
-            user: SessionUser {
-                id: id.into(),
-                email: None,
-                name: None,
-            },
-            expires_at: now() + Duration::minutes(5),
-            set_cookies: vec![],
-        };
-        check(
-            &p,
-            req("GET", "/x", vec![&c]),
-            lookup,
-            Expect {
-                reason: Reason::AuthError,
-                asked: true,
-            },
-        );
+        let soon = now() + Duration::minutes(5);
+        looked_up("/x", session(id, None, None, soon, &[]), Reason::AuthError);
     }
 }
 
 #[test]
 fn expired_sessions_are_invalid_and_keep_clearing_cookies() {
-    let p = policy();
-    let c = session_cookie();
+    let clearing = "better-auth.session_token=; Max-Age=0";
     for expires_at in [now(), now() - Duration::seconds(1)] {
-        let lookup = SessionLookup::Valid {
-            user: SessionUser {
-                id: "u1".into(),
-                email: None,
-                name: None,
-            },
-            expires_at,
-            set_cookies: vec!["better-auth.session_token=; Max-Age=0".into()],
-        };
-        let d = check(
-            &p,
-            req("GET", "/api/u1/tasks", vec![&c]),
-            lookup,
-            Expect {
-                reason: Reason::SessionInvalid,
-                asked: true,
-            },
-        );
+        let lookup = session("u1", None, None, expires_at, &[clearing]);
+        let d = looked_up("/api/u1/tasks", lookup, Reason::SessionInvalid);
         assert_eq!(d.detail, Detail::SessionExpired);
-        assert_eq!(d.set_cookies, ["better-auth.session_token=; Max-Age=0"]);
+        assert_eq!(d.set_cookies, [clearing]);
         assert!(d.set_headers.is_empty());
     }
 }
 
 #[test]
 fn denies_carry_better_auth_cookies_but_never_identity() {
-    let p = policy();
-    let c = session_cookie();
     let lookup = SessionLookup::NoSession {
         set_cookies: vec!["better-auth.session_token=; Max-Age=0".into()],
     };
-    let d = check(
-        &p,
-        req("GET", "/api/u1/tasks", vec![&c]),
-        lookup,
-        Expect {
-            reason: Reason::SessionInvalid,
-            asked: true,
-        },
-    );
+    let d = looked_up("/api/u1/tasks", lookup, Reason::SessionInvalid);
     assert_eq!(d.set_cookies.len(), 1);
     assert!(d.set_headers.is_empty());
 
-    let mut lookup = valid("u1");
-    if let SessionLookup::Valid { set_cookies, .. } = &mut lookup {
-        set_cookies.push("better-auth.session_token=new.sig".into());
-    }
-    let d = check(
-        &p,
-        req("GET", "/api/u2/tasks", vec![&c]),
-        lookup,
-        Expect {
-            reason: Reason::UserMismatch,
-            asked: true,
-        },
-    );
+    let refreshed = "better-auth.session_token=new.sig";
+    let lookup = session("u1", None, None, now() + Duration::hours(1), &[refreshed]);
+    let d = looked_up("/api/u2/tasks", lookup, Reason::UserMismatch);
     assert_eq!(d.set_cookies, ["better-auth.session_token=new.sig"]);
     assert!(d.set_headers.is_empty());
     assert_eq!(d.user_id.as_deref(), Some("u1"));
