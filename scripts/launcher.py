@@ -1,0 +1,589 @@
+#!/usr/bin/env python3
+"""Start and stop the better-authz stack on loopback (standard library only).
+
+The stack: Better Auth (demo/better-auth/server.mjs), the todo back end (examples/todo-backend/app.py),
+better-authz, Envoy (envoy/envoy.yaml) and nginx (nginx/nginx.conf). One implementation for
+
+  - demo/run.sh, through this file's `demo` command (the shipped configs on their own ports);
+  - bench/bench.py and tests/e2e/conftest.py, which import it (free ports, configs rendered onto them
+    by scripts/render-config.py).
+
+It holds the processes (own session, log file, SIGTERM then SIGKILL), free ports, readiness checks, config
+rendering and each component's argv and environment; callers add their own settings on top.
+
+    python3 scripts/launcher.py demo --authz-bin PATH [--smoke] [--envoy-bin PATH] [--nginx-bin PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".tools" / "venv"
+ENVOY_BIN = VENV / "bin" / "envoy"
+ENVOY_CONFIG = ROOT / "envoy" / "envoy.yaml"
+NGINX_CONFIG = ROOT / "nginx" / "nginx.conf"
+READY_TIMEOUT = 60.0
+
+# The ports of the shipped configs; the demo uses them as they are, everyone else renders the configs
+# onto free ports with these names.
+DEMO_PORTS = {
+    "better_auth": 3000, "todo": 8000, "todo_admin": 8001,
+    "authz_grpc": 9001, "authz_http": 9002, "authz_admin": 9090,
+    "envoy": 8080, "nginx": 8081, "envoy_admin": 9901,
+}
+PORT_LABELS = {
+    "better_auth": "Better Auth", "todo": "todo back end", "todo_admin": "todo back end admin",
+    "authz_grpc": "better-authz gRPC", "authz_http": "better-authz HTTP", "authz_admin": "better-authz admin",
+    "envoy": "Envoy", "nginx": "nginx", "envoy_admin": "Envoy admin",
+}
+# The ports each shipped config names (render-config.py insists that every mapped port occurs).
+ENVOY_PORTS = ("envoy", "envoy_admin", "authz_grpc", "better_auth", "todo")
+NGINX_PORTS = ("nginx", "authz_http", "better_auth", "todo")
+SHIPPED_CHECK_TIMEOUT = "0.25s"  # envoy/envoy.yaml's ext_authz deadline
+
+
+# --------------------------------------------------------------------------------------------- processes
+
+class NotReady(RuntimeError):
+    """A process exited, or did not pass a readiness check in time."""
+
+    def __init__(self, proc: "Proc", what: str, timeout: float, exited: bool):
+        self.proc, self.what, self.timeout, self.exited = proc, what, timeout, exited
+        head = (f"{proc.name} exited while waiting for {what}" if exited
+                else f"timed out after {timeout:.0f}s waiting for {what}")
+        super().__init__(f"{head}\n--- {proc.log_path} ---\n{proc.tail()}")
+
+
+class Proc:
+    """One child process. Own session: a Ctrl-C meant for the launcher does not reach the children first, and
+    stop() ends each one by its own pid. stdin is /dev/null; stdout and stderr are appended to
+    `log_dir`/`name`.log, each start headed by its command line. `ready`: (what, check) pairs that
+    wait_ready() waits for in order; `extra_logs`: more files worth showing when it fails."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, *, log_dir: Path,
+                 ready: Iterable[tuple[str, Callable[[], bool]]] = (), extra_logs: Iterable[Path] = (),
+                 cwd: Path = ROOT):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        # NO_COLOR: plain log files (tracing-subscriber and Better Auth's logger honour it).
+        self.env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+        self.cwd = cwd
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self.ready = list(ready)
+        self.extra_logs = list(extra_logs)
+        self.popen: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        for what, check in self.ready:
+            wait_until(self, what, check, timeout)
+
+    def launch(self, timeout: float = READY_TIMEOUT) -> None:
+        self.start()
+        self.wait_ready(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def terminate(self) -> None:
+        if self.running():
+            self.popen.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it is still running after `timeout` seconds."""
+        if not self.running():
+            return
+        self.terminate()
+        self._reap(time.monotonic() + timeout)
+
+    def _reap(self, deadline: float) -> None:
+        assert self.popen is not None
+        try:
+            self.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_all(procs: Iterable[Proc], timeout: float = 5.0) -> None:
+    """SIGTERM to every process, last started first; SIGKILL to those still running after `timeout` seconds."""
+    procs = list(procs)[::-1]
+    for proc in procs:
+        try:
+            proc.terminate()
+        except OSError:
+            pass
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        if proc.popen is None:
+            continue
+        try:
+            proc._reap(deadline)
+        except Exception as exc:  # keep stopping the others
+            print(f"launcher: stopping {proc.name} failed: {exc}", file=sys.stderr)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out for port 0, all held open together so they are distinct."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port`. TIME_WAIT leftovers of an earlier run do not count, as for the
+    servers themselves (SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------- readiness
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return 200 <= resp.status < 300
+    except Exception:
+        return False
+
+
+def tcp_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def http_ready(label: str, url: str) -> tuple[str, Callable[[], bool]]:
+    return f"{label} {url}", lambda: http_ok(url)
+
+
+def tcp_ready(label: str, port: int) -> tuple[str, Callable[[], bool]]:
+    return f"{label} listening on 127.0.0.1:{port}", lambda: tcp_ok(port)
+
+
+def envoy_authz_healthy(admin_port: int) -> bool:
+    """Envoy's active gRPC health check marks every better_authz endpoint healthy."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=2) as resp:
+            text = resp.read().decode()
+    except Exception:
+        return False
+    flags = [line for line in text.splitlines() if line.startswith("better_authz::") and "::health_flags::" in line]
+    return bool(flags) and all(line.endswith("::healthy") for line in flags)
+
+
+def wait_until(proc: Proc, what: str, check: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
+    """Poll `check` until it passes; NotReady when `proc` exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if not proc.running():
+            raise NotReady(proc, what, timeout, exited=True)
+        if time.monotonic() > deadline:
+            raise NotReady(proc, what, timeout, exited=False)
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+def render(src: str | Path, ports: dict[int, int], out: Path, replace: Iterable[str] = ()) -> Path:
+    """scripts/render-config.py: `src` (relative to the repository) with `ports` (old -> new) and `replace`
+    ("OLD=NEW" texts), written to `out`."""
+    argv = [sys.executable, str(ROOT / "scripts" / "render-config.py"), str(ROOT / src), "-o", str(out)]
+    for old, new in ports.items():
+        argv += ["--port", f"{old}={new}"]
+    for item in replace:
+        argv += ["--replace", item]
+    subprocess.run(argv, check=True)
+    return out
+
+
+def _render_shipped(src: Path, names: Iterable[str], ports: dict[str, int], out: Path,
+                    replace: list[str]) -> Path:
+    mapping = {DEMO_PORTS[name]: ports[name] for name in names}
+    if not replace and all(old == new for old, new in mapping.items()):
+        return src
+    return render(src, mapping, out, replace)
+
+
+def render_envoy(ports: dict[str, int], out: Path, check_timeout: str | None = None) -> Path:
+    """envoy/envoy.yaml on `ports` (names of DEMO_PORTS), its Check deadline set to `check_timeout`; the
+    shipped file itself when nothing changes."""
+    replace = [f"timeout: {SHIPPED_CHECK_TIMEOUT}=timeout: {check_timeout}"] if check_timeout else []
+    return _render_shipped(ENVOY_CONFIG, ENVOY_PORTS, ports, out, replace)
+
+
+def render_nginx(ports: dict[str, int], out: Path) -> Path:
+    """nginx/nginx.conf on `ports`; the shipped file itself when nothing changes."""
+    return _render_shipped(NGINX_CONFIG, NGINX_PORTS, ports, out, [])
+
+
+def nginx_prefix(prefix: Path) -> Path:
+    """An nginx prefix directory (logs/, tmp/) its workers can enter: they run as an unprivileged user when
+    the launcher runs as root."""
+    for d in (prefix, prefix / "logs", prefix / "tmp"):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)
+    return prefix
+
+
+def check_nginx(binary: str | Path, prefix: Path, config: Path) -> str | None:
+    """`nginx -t`: None when the config is good, else nginx's complaint."""
+    res = subprocess.run([str(binary), "-t", "-q", "-p", str(prefix), "-c", str(config)],
+                         capture_output=True, text=True)
+    return None if res.returncode == 0 else (res.stdout + res.stderr).strip() or f"exit code {res.returncode}"
+
+
+def find_nginx() -> Path | None:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    return Path(found) if found else None
+
+
+def authz_bin_from_env(default: Path) -> Path:
+    """$BETTER_AUTHZ_BIN (relative to the repository) or `default`."""
+    path = Path(os.environ.get("BETTER_AUTHZ_BIN") or default)
+    return path if path.is_absolute() else ROOT / path
+
+
+# --------------------------------------------------------------------------------------------- components
+# `wrap`: a command prefix such as ["taskset", "-c", "1"]; it must exec the command (the pid stays the same).
+
+def better_auth(log_dir: Path, port: int, *, secret: str, trusted_origins: Iterable[str] = (),
+                env: dict[str, str] | None = None, wrap: list[str] = ()) -> Proc:
+    url = f"http://127.0.0.1:{port}"
+    full = {"PORT": str(port), "HOST": "127.0.0.1", "BETTER_AUTH_SECRET": secret, "BETTER_AUTH_URL": url}
+    if trusted_origins:
+        full["TRUSTED_ORIGINS"] = ",".join(trusted_origins)
+    return Proc("better-auth", [*wrap, "node", ROOT / "demo" / "better-auth" / "server.mjs"], {**full, **(env or {})},
+                log_dir=log_dir, ready=[http_ready("Better Auth", f"{url}/api/auth/ok")])
+
+
+def todo_backend(log_dir: Path, port: int, admin_port: int, *, wrap: list[str] = ()) -> Proc:
+    return Proc("todo-backend", [*wrap, sys.executable, ROOT / "examples" / "todo-backend" / "app.py"],
+                {"PORT": str(port), "ADMIN_PORT": str(admin_port), "HOST": "127.0.0.1"}, log_dir=log_dir,
+                ready=[http_ready("todo back end admin", f"http://127.0.0.1:{admin_port}/healthz")])
+
+
+def authz_env(better_auth_url: str, grpc: int | None, http: int | None, admin: int,
+              upstream_timeout_ms: int | None = None) -> dict[str, str]:
+    """better-authz in front of Better Auth at `better_auth_url`: /api/auth/ public, /api/{user_id}/ per user,
+    on these ports (None: that listener off); RUST_LOG from the environment, else info."""
+    env = {
+        "BETTER_AUTH_URL": better_auth_url,
+        "AUTHZ_PUBLIC_PATHS": "/api/auth/",
+        "AUTHZ_USER_PATH_PATTERN": "/api/{user_id}/",
+        "AUTHZ_GRPC_ADDR": f"127.0.0.1:{grpc}" if grpc else "off",
+        "AUTHZ_HTTP_ADDR": f"127.0.0.1:{http}" if http else "off",
+        "AUTHZ_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "RUST_LOG": os.environ.get("RUST_LOG") or "info",
+    }
+    if upstream_timeout_ms is not None:
+        env["AUTHZ_UPSTREAM_TIMEOUT_MS"] = str(upstream_timeout_ms)
+    return env
+
+
+def better_authz(log_dir: Path, binary: Path, env: dict[str, str], *, name: str = "better-authz",
+                 ready: str = "/readyz", wrap: list[str] = ()) -> Proc:
+    """better-authz with `env` (see authz_env); ready when its admin port answers `ready` with 2xx."""
+    admin = env["AUTHZ_ADMIN_ADDR"]
+    return Proc(name, [*wrap, binary], env, log_dir=log_dir,
+                ready=[http_ready(f"{name}", f"http://{admin}{ready}")])
+
+
+def envoy(log_dir: Path, binary: Path, config: Path, admin_port: int, *, authz_health: bool = True,
+          args: Iterable[str] = (), name: str = "envoy", wrap: list[str] = ()) -> Proc:
+    """Envoy with `config`; ready at /ready and, with `authz_health`, once its gRPC health check has seen every
+    better-authz endpoint healthy (before that it fails every Check closed)."""
+    ready = [http_ready("Envoy", f"http://127.0.0.1:{admin_port}/ready")]
+    if authz_health:
+        ready.append(("Envoy to see better-authz healthy (gRPC health check)", lambda: envoy_authz_healthy(admin_port)))
+    return Proc(name, [*wrap, binary, "-c", config, "--disable-hot-restart", "--log-level", "warn", *args],
+                log_dir=log_dir, ready=ready)
+
+
+def nginx(log_dir: Path, binary: Path, prefix: Path, config: Path, listen: Iterable[int], *, name: str = "nginx",
+          wrap: list[str] = ()) -> Proc:
+    """nginx with `config` and prefix directory `prefix` (see nginx_prefix); ready when every port of `listen`
+    accepts connections."""
+    return Proc(name, [*wrap, binary, "-p", prefix, "-c", config], log_dir=log_dir,
+                ready=[tcp_ready(name, port) for port in listen], extra_logs=[prefix / "logs" / "error.log"])
+
+
+def stack(log_dir: Path, ports: dict[str, int], *, authz_bin: Path, nginx_bin: Path, envoy_bin: Path = ENVOY_BIN,
+          secret: str, better_auth_env: dict[str, str] | None = None, authz_extra: dict[str, str] | None = None,
+          upstream_timeout_ms: int | None = None, envoy_check_timeout: str | None = None) -> dict[str, Proc]:
+    """The whole stack on `ports` (the names of DEMO_PORTS), in start order: better_auth, todo, authz, envoy,
+    nginx. Renders the configs into `log_dir` when the ports or the Check deadline differ from the shipped
+    ones, and prepares nginx's prefix `log_dir`/nginx. Raises RuntimeError when `nginx -t` fails."""
+    p = ports
+    envoy_conf = render_envoy(p, log_dir / "envoy.yaml", envoy_check_timeout)
+    nginx_conf = render_nginx(p, log_dir / "nginx.conf")
+    prefix = nginx_prefix(log_dir / "nginx")
+    problem = check_nginx(nginx_bin, prefix, nginx_conf)
+    if problem:
+        raise RuntimeError(f"nginx -t failed:\n{problem}")
+    # Both proxies are the browser-facing origins (server.mjs's default, on the demo ports).
+    origins = [f"http://{host}:{p[proxy]}" for proxy in ("envoy", "nginx") for host in ("127.0.0.1", "localhost")]
+    authz = {**authz_env(f"http://127.0.0.1:{p['better_auth']}", p["authz_grpc"], p["authz_http"], p["authz_admin"],
+                         upstream_timeout_ms), **(authz_extra or {})}
+    return {
+        "better_auth": better_auth(log_dir, p["better_auth"], secret=secret, trusted_origins=origins,
+                                   env=better_auth_env),
+        "todo": todo_backend(log_dir, p["todo"], p["todo_admin"]),
+        "authz": better_authz(log_dir, authz_bin, authz),
+        "envoy": envoy(log_dir, envoy_bin, envoy_conf, p["envoy_admin"]),
+        "nginx": nginx(log_dir, nginx_bin, prefix, nginx_conf, [p["nginx"]]),
+    }
+
+
+def fresh_log_dir(path: Path) -> Path:
+    """Empty `path` (created, 0755 so nginx workers can reach their prefix inside it)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    path.chmod(0o755)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- the demo
+
+DEMO_LOGS = ROOT / ".demo-logs"
+
+
+def _say(msg: str) -> None:
+    print(f"\033[1m==> {msg}\033[0m", flush=True)
+
+
+def _err(msg: str) -> None:
+    print(f"demo: ERROR: {msg}", file=sys.stderr, flush=True)
+
+
+def _tail_log(proc: Proc) -> None:
+    for path in (proc.log_path, *proc.extra_logs):
+        print(f"----- last lines of {path} -----", file=sys.stderr)
+        try:
+            print("\n".join(path.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+        except OSError:
+            pass
+    sys.stderr.flush()
+
+
+def _walkthrough(p: dict[str, int], logs: Path) -> str:
+    jar = logs / "cookies.txt"
+    envoy_url, nginx_url = f"http://127.0.0.1:{p['envoy']}", f"http://127.0.0.1:{p['nginx']}"
+    return f"""
+\033[1m==> everything is up\033[0m
+  Envoy  (ext_authz gRPC)      {envoy_url}      admin http://127.0.0.1:{p['envoy_admin']}
+  nginx  (auth_request)        {nginx_url}
+  Better Auth                  http://127.0.0.1:{p['better_auth']}/api/auth/ok
+  todo back end                http://127.0.0.1:{p['todo']}        what it saw: http://127.0.0.1:{p['todo_admin']}/requests
+  better-authz                 gRPC 127.0.0.1:{p['authz_grpc']}, HTTP http://127.0.0.1:{p['authz_http']}/auth,
+                               http://127.0.0.1:{p['authz_admin']}/readyz and /metrics
+  logs                         {logs}/
+
+Try it (paste into another shell):
+
+  # 1. Sign up through Envoy: /api/auth/ is public. The cookie jar keeps the session cookie.
+  curl -s -c {jar} -H 'Origin: {envoy_url}' -H 'Content-Type: application/json' \\
+       -d '{{"name":"Alice","email":"alice@example.com","password":"correct-horse-battery"}}' \\
+       {envoy_url}/api/auth/sign-up/email
+  USER_ID=$(curl -s -b {jar} {envoy_url}/api/auth/get-session \\
+       | python3 -c 'import json,sys; print(json.load(sys.stdin)["user"]["id"])'); echo $USER_ID
+
+  # 2. No cookie: 401 from better-authz, the back end never sees the request.
+  curl -i {envoy_url}/api/$USER_ID/tasks
+  curl -i {nginx_url}/api/$USER_ID/tasks
+
+  # 3. With the cookie: 200; the back end gets x-user-id/-email/-name from better-authz.
+  curl -i -b {jar} -H 'Content-Type: application/json' -d '{{"title":"buy milk"}}' \\
+       {envoy_url}/api/$USER_ID/tasks
+  curl -i -b {jar} {envoy_url}/api/$USER_ID/tasks
+  curl -i -b {jar} {nginx_url}/api/$USER_ID/tasks
+
+  # 4. A forged identity header is overwritten; another user's path is 403.
+  curl -i -b {jar} -H 'x-user-id: someone-else' {envoy_url}/api/$USER_ID/tasks
+  curl -i -b {jar} {envoy_url}/api/someone-else/tasks
+  curl -i -b {jar} {nginx_url}/api/someone-else/tasks
+
+  # 5. What the back end really received, and better-authz's metrics.
+  curl -s http://127.0.0.1:{p['todo_admin']}/requests | python3 -m json.tool
+  curl -s http://127.0.0.1:{p['authz_admin']}/metrics | grep -v '^#' | head -40
+
+Press Ctrl-C to stop everything."""
+
+
+def _smoke(p: dict[str, int]) -> bool:
+    """The walkthrough, checked: sign up through Envoy, then 401 / 200 / 403 through both proxies."""
+    def call(port, method, path, headers=None, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, resp.getheaders(), data
+
+    failures = []
+
+    def expect(label, got, want):
+        ok = got == want
+        print(f"  {'ok  ' if ok else 'FAIL'} {label}: {got} (want {want})", flush=True)
+        if not ok:
+            failures.append(label)
+
+    envoy_port, nginx_port = p["envoy"], p["nginx"]
+    email = f"smoke-{uuid.uuid4().hex[:8]}@example.com"
+    status, headers, body = call(envoy_port, "POST", "/api/auth/sign-up/email",
+                                 {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{envoy_port}"},
+                                 json.dumps({"name": "Smoke", "email": email, "password": "correct-horse-battery"}))
+    expect("sign-up through Envoy", status, 200)
+    cookie = next((v.split(";", 1)[0] for k, v in headers if k.lower() == "set-cookie"
+                   and v.startswith("better-auth.session_token=")), "")
+    user_id = json.loads(body)["user"]["id"] if status == 200 else "missing"
+    for name, port in (("Envoy", envoy_port), ("nginx", nginx_port)):
+        expect(f"{name}: no cookie", call(port, "GET", f"/api/{user_id}/tasks")[0], 401)
+        expect(f"{name}: with cookie", call(port, "GET", f"/api/{user_id}/tasks", {"Cookie": cookie})[0], 200)
+        expect(f"{name}: other user's path", call(port, "GET", "/api/someone-else/tasks", {"Cookie": cookie})[0], 403)
+    seen = json.loads(call(p["todo_admin"], "GET", "/requests")[2])
+    expect("requests the back end saw", len(seen), 2)
+    return not failures
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def demo(args: argparse.Namespace) -> int:
+    p = DEMO_PORTS
+    _say("checking that the demo ports are free")
+    for name, port in p.items():
+        if not port_free(port):
+            _err(f"port 127.0.0.1:{port} (needed for {PORT_LABELS[name]}) is already in use; stop whatever listens "
+                 f"there (e.g. an earlier demo: ss -ltnp 'sport = :{port}') and try again")
+            return 1
+
+    logs = fresh_log_dir(DEMO_LOGS)
+    try:
+        # A fresh random secret per run: the memory adapter forgets every user on restart anyway.
+        # AUTHZ_FORWARD_AUTH=nginx: only nginx calls the HTTP listener here, so /auth trusts exactly what
+        # nginx/nginx.conf sets (X-Original-URI, X-Original-Method, Host). Envoy uses gRPC, which ignores it.
+        procs = stack(logs, p, authz_bin=args.authz_bin, nginx_bin=args.nginx_bin, envoy_bin=args.envoy_bin,
+                      secret=secrets.token_urlsafe(32), authz_extra={"AUTHZ_FORWARD_AUTH": "nginx"})
+    except RuntimeError as exc:
+        _err(str(exc))
+        return 1
+    messages = {
+        "better_auth": f"starting Better Auth on 127.0.0.1:{p['better_auth']}",
+        "todo": f"starting the todo back end on 127.0.0.1:{p['todo']} (admin {p['todo_admin']})",
+        "authz": f"starting better-authz (gRPC {p['authz_grpc']}, HTTP {p['authz_http']}, admin {p['authz_admin']})",
+        "envoy": f"starting Envoy on 127.0.0.1:{p['envoy']} (admin {p['envoy_admin']})",
+        "nginx": f"starting nginx on 127.0.0.1:{p['nginx']}",
+    }
+    started: list[Proc] = []
+    try:
+        for key, proc in procs.items():
+            _say(messages[key])
+            started.append(proc)
+            try:
+                proc.launch(args.ready_timeout)
+            except NotReady as exc:
+                _err(f"{proc.name} exited during start-up" if exc.exited
+                     else f"{proc.name} was not ready after {args.ready_timeout:g}s ({exc.what})")
+                _tail_log(proc)
+                return 1
+            print(f"    {proc.name} ready", flush=True)
+
+        print(_walkthrough(p, logs), flush=True)
+        if args.smoke:
+            _say("smoke test: running the walkthrough")
+            if not _smoke(p):
+                return 1
+            _say("smoke test passed")
+            return 0
+
+        while True:
+            for proc in started:
+                if not proc.running():
+                    _err(f"{proc.name} stopped unexpectedly")
+                    _tail_log(proc)
+                    return 1
+            time.sleep(1)
+    finally:
+        if started:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _say(f"stopping {' '.join(proc.name for proc in started)}")
+            stop_all(started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="the stack on the demo ports, until Ctrl-C or SIGTERM (demo/run.sh)")
+    d.add_argument("--authz-bin", type=Path, required=True, help="the better-authz binary")
+    d.add_argument("--envoy-bin", type=Path, default=ENVOY_BIN)
+    d.add_argument("--nginx-bin", type=Path, default=None, help="default: nginx on PATH, else /usr/sbin/nginx")
+    d.add_argument("--ready-timeout", type=float, default=float(os.environ.get("READY_TIMEOUT") or READY_TIMEOUT),
+                   help="seconds to wait for each component (default: $READY_TIMEOUT, else 60)")
+    d.add_argument("--smoke", action="store_true", help="run the walkthrough, check the answers and exit")
+    args = parser.parse_args(argv)
+    args.authz_bin = args.authz_bin.absolute()
+    args.envoy_bin = args.envoy_bin.absolute()
+    args.nginx_bin = (args.nginx_bin or find_nginx() or Path("/usr/sbin/nginx")).absolute()
+    for path, what in ((args.authz_bin, "better-authz binary"), (args.envoy_bin, "envoy"), (args.nginx_bin, "nginx")):
+        if not os.access(path, os.X_OK):
+            _err(f"{what} not found at {path}")
+            return 1
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    return demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
