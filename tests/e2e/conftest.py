@@ -3,7 +3,8 @@
 Everything here is a real process: Better Auth 1.7.25 on Node (demo/better-auth/server.mjs, memory adapter),
 the stdlib todo back end (examples/todo-backend/app.py), the better-authz binary ($BETTER_AUTHZ_BIN,
 default target/debug/better-authz), Envoy 1.40 from .tools/venv and the system nginx, with the shipped
-configs rendered onto other ports by scripts/render-config.py. Logs go to .e2e-logs/.
+configs rendered onto other ports by scripts/render-config.py. They are started by scripts/launcher.py,
+the same launcher as the demo and the benchmark. Logs go to .e2e-logs/.
 """
 
 from __future__ import annotations
@@ -14,27 +15,25 @@ import itertools
 import json
 import os
 import re
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import launcher  # noqa: E402
+from launcher import ROOT, NotReady, Proc, free_ports, render  # noqa: E402
+
 # Shared assertion helpers of the adversarial test files: rewrite their asserts too (detailed failures).
 pytest.register_assert_rewrite("adversary")
 
-ROOT = Path(__file__).resolve().parents[2]
 # E2E_LOG_DIR: another logs directory (it is wiped at start-up), so two runs on one machine do not delete
 # each other's logs and nginx prefix directory.
 LOG_DIR = Path(os.environ.get("E2E_LOG_DIR") or ROOT / ".e2e-logs").resolve()
-VENV = ROOT / ".tools" / "venv"
 READY_TIMEOUT = float(os.environ.get("E2E_READY_TIMEOUT", "60"))
 
 # Better Auth's refresh interval in this stack: get-session slides the expiry and answers with a fresh
@@ -51,110 +50,6 @@ PASSWORD = "correct-horse-battery-staple"
 # Distinct loopback source addresses for sign-ups: Better Auth rate-limits sign-up/sign-in per client IP
 # (3 per 10 s), and both proxies pass the real peer address on, as they would for distinct browsers.
 _source_ips = (f"127.0.{a}.{b}" for a, b in itertools.product(range(1, 250), range(2, 250)))
-
-
-# --------------------------------------------------------------------------------------------- processes
-
-class Proc:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT):
-        self.name = name
-        self.argv = argv
-        # NO_COLOR: plain log files (tracing-subscriber and Better Auth's logger honour it).
-        self.env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-        self.cwd = cwd
-        self.log_path = LOG_DIR / f"{name}.log"
-        self.popen: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.log_path, "ab")
-        log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
-        log.flush()
-        # Own session: a signal meant for pytest (Ctrl-C) does not hit the children first, and teardown
-        # stops each child by its own pid.
-        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen else None
-
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if not self.running():
-            return
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(5)
-
-    def tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out for port 0, all held open together so they are distinct."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return 200 <= resp.status < 300
-    except Exception:
-        return False
-
-
-def _tcp_ok(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(proc: Proc, what: str, check, timeout: float = READY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if proc is not None and not proc.running():
-            raise RuntimeError(f"{proc.name} exited while waiting for {what}\n--- {proc.log_path} ---\n"
-                               f"{proc.tail()}")
-        if time.monotonic() > deadline:
-            tail = proc.tail() if proc is not None else ""
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
-        time.sleep(0.1)
-
-
-def render(src: str, ports: dict[int, int], out: Path, replace: list[str] = ()) -> Path:
-    argv = [sys.executable, str(ROOT / "scripts" / "render-config.py"), str(ROOT / src), "-o", str(out)]
-    for old, new in ports.items():
-        argv += ["--port", f"{old}={new}"]
-    for item in replace:
-        argv += ["--replace", item]
-    subprocess.run(argv, check=True)
-    return out
 
 
 # --------------------------------------------------------------------------------------------- HTTP client
@@ -350,28 +245,7 @@ class Stack:
         return "\n".join(parts)
 
     def wait_ready(self, name: str) -> None:
-        p, proc = self.ports, self.procs[name]
-        if name == "better_auth":
-            wait_until(proc, "Better Auth /api/auth/ok",
-                       lambda: _http_ok(f"http://127.0.0.1:{p['better_auth']}/api/auth/ok"))
-        elif name == "todo":
-            wait_until(proc, "todo back end admin", lambda: _http_ok(f"http://127.0.0.1:{p['todo_admin']}/healthz"))
-        elif name == "authz":
-            wait_until(proc, "better-authz /readyz", lambda: _http_ok(f"http://127.0.0.1:{p['authz_admin']}/readyz"))
-        elif name == "envoy":
-            wait_until(proc, "Envoy /ready", lambda: _http_ok(f"http://127.0.0.1:{p['envoy_admin']}/ready"))
-            wait_until(proc, "Envoy to see better-authz healthy (gRPC health check)", self.envoy_authz_healthy)
-        elif name == "nginx":
-            wait_until(proc, "nginx listening", lambda: _tcp_ok(p["nginx"]))
-
-    def envoy_authz_healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['envoy_admin']}/clusters", timeout=2) as r:
-                text = r.read().decode()
-        except Exception:
-            return False
-        flags = [line for line in text.splitlines() if line.startswith("better_authz::") and "::health_flags::" in line]
-        return bool(flags) and all(line.endswith("::healthy") for line in flags)
+        self.procs[name].wait_ready(READY_TIMEOUT)
 
     def restart(self, name: str) -> None:
         self.procs[name].stop()
@@ -417,16 +291,7 @@ class Authz:
 def authz_env(better_auth: int, grpc: int | None, http: int | None, admin: int) -> dict[str, str]:
     """The stack's better-authz settings (Better Auth on port `better_auth`, public paths, user pattern) on these
     ports; None: that listener off."""
-    return {
-        "BETTER_AUTH_URL": f"http://127.0.0.1:{better_auth}",
-        "AUTHZ_PUBLIC_PATHS": "/api/auth/",
-        "AUTHZ_USER_PATH_PATTERN": "/api/{user_id}/",
-        "AUTHZ_GRPC_ADDR": f"127.0.0.1:{grpc}" if grpc else "off",
-        "AUTHZ_HTTP_ADDR": f"127.0.0.1:{http}" if http else "off",
-        "AUTHZ_ADMIN_ADDR": f"127.0.0.1:{admin}",
-        "AUTHZ_UPSTREAM_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS),
-        "RUST_LOG": os.environ.get("RUST_LOG", "info"),
-    }
+    return launcher.authz_env(f"http://127.0.0.1:{better_auth}", grpc, http, admin, UPSTREAM_TIMEOUT_MS)
 
 
 class ExtraProcs:
@@ -445,11 +310,8 @@ class ExtraProcs:
         return self
 
     def __exit__(self, *exc) -> None:
-        for proc in reversed(self.procs):
-            try:
-                proc.stop()
-            except Exception as err:  # keep stopping the others
-                print(f"e2e: stopping {proc.name} failed: {err}", file=sys.stderr)
+        launcher.stop_all(self.procs)
+        for proc in self.procs:
             self.stack.procs.pop(proc.name, None)
         for name in self.port_names:
             self.stack.ports.pop(name, None)
@@ -470,32 +332,27 @@ class ExtraProcs:
             if env.get(var) == "off":
                 del ports[key]
         full = {**authz_env(self.stack.ports["better_auth"], ports.get("grpc"), ports.get("http"), admin), **env}
-        proc = Proc(name, [str(self.stack.bins["authz"])], full)
+        proc = launcher.better_authz(LOG_DIR, self.stack.bins["authz"], full, name=name, ready=ready)
         self._start(proc)
-        wait_until(proc, f"{name} {ready}", lambda: _http_ok(f"http://127.0.0.1:{admin}{ready}"))
+        proc.wait_ready(READY_TIMEOUT)
         return Authz(name, proc, ports)
 
     def nginx(self, name: str, template: str, ports: dict[int, int], listen: dict[str, int]) -> Proc:
         """nginx with `template` (relative to the repository) rendered with `ports` (template port -> real
         port), prefix directory LOG_DIR/name. `listen`: name -> real port it listens on, registered in
         stack.ports and waited for."""
-        prefix = LOG_DIR / name
-        (prefix / "logs").mkdir(parents=True, exist_ok=True)
-        (prefix / "tmp").mkdir(exist_ok=True)
-        for d in (prefix, prefix / "logs", prefix / "tmp"):
-            d.chmod(0o755)  # nginx workers run as an unprivileged user when the tests run as root
+        prefix = launcher.nginx_prefix(LOG_DIR / name)
         conf = render(template, ports, LOG_DIR / f"{name}.conf")
-        nginx_bin = str(self.stack.bins["nginx"])
-        check = subprocess.run([nginx_bin, "-t", "-q", "-p", str(prefix), "-c", str(conf)],
-                               capture_output=True, text=True)
-        assert check.returncode == 0, f"nginx -t {conf} failed:\n{check.stdout}{check.stderr}"
-        proc = Proc(name, [nginx_bin, "-p", str(prefix), "-c", str(conf)])
+        nginx_bin = self.stack.bins["nginx"]
+        problem = launcher.check_nginx(nginx_bin, prefix, conf)
+        assert problem is None, f"nginx -t {conf} failed:\n{problem}"
+        proc = launcher.nginx(LOG_DIR, nginx_bin, prefix, conf, listen.values(), name=name)
         self._start(proc)
         for port_name, port in listen.items():
             assert port_name not in self.stack.ports, port_name
             self.stack.ports[port_name] = port
             self.port_names.append(port_name)
-            wait_until(proc, f"{name} listening on {port}", lambda port=port: _tcp_ok(port))
+        proc.wait_ready(READY_TIMEOUT)
         return proc
 
 
@@ -538,87 +395,38 @@ def session_cookie(resp: Response) -> str | None:
     return None
 
 
-def _find_nginx() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if not found:
-        raise RuntimeError("nginx not found: run scripts/install-deps.sh")
-    return found
-
-
 @pytest.fixture(scope="session")
 def stack(request):
-    authz_bin = Path(os.environ.get("BETTER_AUTHZ_BIN", ROOT / "target" / "debug" / "better-authz"))
-    if not authz_bin.is_absolute():
-        authz_bin = ROOT / authz_bin
+    authz_bin = launcher.authz_bin_from_env(ROOT / "target" / "debug" / "better-authz")
     if not os.access(authz_bin, os.X_OK):
         pytest.fail(f"better-authz binary not found at {authz_bin}: build it with `cargo build` "
                     f"(or set BETTER_AUTHZ_BIN)", pytrace=False)
-    envoy_bin = VENV / "bin" / "envoy"
-    if not envoy_bin.exists():
-        pytest.fail(f"{envoy_bin} missing: run scripts/install-deps.sh", pytrace=False)
+    if not launcher.ENVOY_BIN.exists():
+        pytest.fail(f"{launcher.ENVOY_BIN} missing: run scripts/install-deps.sh", pytrace=False)
     if not (ROOT / "demo" / "better-auth" / "node_modules" / "better-auth").exists():
         pytest.fail("demo/better-auth/node_modules missing: run scripts/install-deps.sh", pytrace=False)
-    nginx_bin = _find_nginx()
+    nginx_bin = launcher.find_nginx()
+    if nginx_bin is None:
+        pytest.fail("nginx not found: run scripts/install-deps.sh", pytrace=False)
 
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
-    (LOG_DIR / "nginx" / "logs").mkdir(parents=True)
-    (LOG_DIR / "nginx" / "tmp").mkdir()
-    for d in (LOG_DIR, LOG_DIR / "nginx"):
-        d.chmod(0o755)  # nginx workers run as an unprivileged user when the tests run as root
-
-    names = ["better_auth", "todo", "todo_admin", "authz_grpc", "authz_http", "authz_admin",
-             "envoy", "envoy_admin", "nginx"]
-    ports = dict(zip(names, free_ports(len(names))))
-    secret = "e2e-" + uuid.uuid4().hex + uuid.uuid4().hex
-
-    envoy_conf = render("envoy/envoy.yaml", {
-        8080: ports["envoy"], 9901: ports["envoy_admin"], 9001: ports["authz_grpc"],
-        3000: ports["better_auth"], 8000: ports["todo"],
-    }, LOG_DIR / "envoy.yaml", replace=[f"timeout: 0.25s=timeout: {ENVOY_CHECK_TIMEOUT}"])
-    nginx_conf = render("nginx/nginx.conf", {
-        8081: ports["nginx"], 9002: ports["authz_http"], 3000: ports["better_auth"], 8000: ports["todo"],
-    }, LOG_DIR / "nginx.conf")
-
-    procs = {
-        "better_auth": Proc("better-auth", ["node", str(ROOT / "demo" / "better-auth" / "server.mjs")], {
-            "PORT": str(ports["better_auth"]), "HOST": "127.0.0.1",
-            "BETTER_AUTH_SECRET": secret,
-            "BETTER_AUTH_URL": f"http://127.0.0.1:{ports['better_auth']}",
-            "TRUSTED_ORIGINS": f"http://127.0.0.1:{ports['envoy']},http://127.0.0.1:{ports['nginx']}",
-            "SESSION_UPDATE_AGE": str(SESSION_UPDATE_AGE),
-            "BETTER_AUTH_DEBUG_RECORD": "1",
-        }),
-        "todo": Proc("todo-backend", [sys.executable, str(ROOT / "examples" / "todo-backend" / "app.py")], {
-            "PORT": str(ports["todo"]), "ADMIN_PORT": str(ports["todo_admin"]), "HOST": "127.0.0.1",
-        }),
-        "authz": Proc("better-authz", [str(authz_bin)], authz_env(
-            ports["better_auth"], ports["authz_grpc"], ports["authz_http"], ports["authz_admin"])),
-        "envoy": Proc("envoy", [str(envoy_bin), "-c", str(envoy_conf), "--disable-hot-restart",
-                                "--log-level", "warn"]),
-        "nginx": Proc("nginx", [nginx_bin, "-p", str(LOG_DIR / "nginx"), "-c", str(nginx_conf)]),
-    }
-    st = Stack(ports=ports, procs=procs, bins={"authz": authz_bin, "nginx": Path(nginx_bin)})
-
-    def teardown():
-        for proc in reversed(list(procs.values())):
-            try:
-                proc.stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"e2e: stopping {proc.name} failed: {exc}", file=sys.stderr)
-
-    request.addfinalizer(teardown)
+    launcher.fresh_log_dir(LOG_DIR)
+    ports = dict(zip(launcher.DEMO_PORTS, free_ports(len(launcher.DEMO_PORTS))))
+    try:
+        procs = launcher.stack(
+            LOG_DIR, ports, authz_bin=authz_bin, nginx_bin=nginx_bin,
+            secret="e2e-" + uuid.uuid4().hex + uuid.uuid4().hex,
+            better_auth_env={"SESSION_UPDATE_AGE": str(SESSION_UPDATE_AGE), "BETTER_AUTH_DEBUG_RECORD": "1"},
+            upstream_timeout_ms=UPSTREAM_TIMEOUT_MS, envoy_check_timeout=ENVOY_CHECK_TIMEOUT)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    st = Stack(ports=ports, procs=procs, bins={"authz": authz_bin, "nginx": nginx_bin})
+    request.addfinalizer(lambda: launcher.stop_all(procs.values()))
     request.config._e2e_stack = st  # for the failure hook below
 
-    check = subprocess.run([nginx_bin, "-t", "-q", "-p", str(LOG_DIR / "nginx"), "-c", str(nginx_conf)],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        pytest.fail(f"nginx -t failed:\n{check.stdout}{check.stderr}", pytrace=False)
-
     try:
-        for name in ("better_auth", "todo", "authz", "envoy", "nginx"):
-            procs[name].start()
-            st.wait_ready(name)
-    except RuntimeError as exc:
+        for proc in procs.values():
+            proc.launch(READY_TIMEOUT)
+    except NotReady as exc:
         pytest.fail(f"could not start the stack: {exc}\n\n{st.logs()}", pytrace=False)
     return st
 
