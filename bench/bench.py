@@ -24,9 +24,7 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import launcher  # noqa: E402
+from launcher import NotReady, Proc, free_ports  # noqa: E402
+
 LOGS = ROOT / ".bench-logs"
 
 
@@ -69,11 +71,11 @@ DIRECT = [*BROWSER, "--header", "X-Forwarded-For: 127.0.0.1"]
 LATENCY_LOAD = env_float("BENCH_LATENCY_LOAD", 0.5)
 REPEAT_DIRECT = os.environ.get("BENCH_REPEAT_DIRECT", "1") == "1"
 
-AUTHZ_BIN = Path(os.environ.get("BETTER_AUTHZ_BIN", ROOT / "target/release/better-authz"))
+AUTHZ_BIN = launcher.authz_bin_from_env(ROOT / "target/release/better-authz")
 LOADGEN_BIN = Path(os.environ.get("BENCH_LOADGEN_BIN", ROOT / "target/release/examples/loadgen"))
-ENVOY_BIN = ROOT / ".tools/venv/bin/envoy"
+ENVOY_BIN = launcher.ENVOY_BIN
 BENCH_VENV = ROOT / ".tools/bench-venv"
-NGINX_BIN = Path(shutil.which("nginx") or "/usr/sbin/nginx")
+NGINX_BIN = launcher.find_nginx() or Path("/usr/sbin/nginx")
 
 ROW_TITLES = {
     "direct": "1. Direct get-session (Better Auth)",
@@ -129,46 +131,37 @@ SUT_CPU = str(CPUS[-1])
 LOAD_CPUS = ",".join(str(c) for c in CPUS[:-1]) if NCPU >= 2 else str(CPUS[0])
 
 
+def taskset(cpus: str) -> list[str]:
+    return ["taskset", "-c", cpus] if PIN_ON else []
+
+
 def pinned(cpus: str, cmd: list[str]) -> list[str]:
-    return ["taskset", "-c", cpus, *cmd] if PIN_ON else cmd
+    return [*taskset(cpus), *cmd]
 
 
 # --- processes -------------------------------------------------------------------------------------------
-PROCS: list[tuple[str, subprocess.Popen]] = []
+PROCS: list[Proc] = []
 
 
-def start(name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-    log = open(LOGS / f"{name}.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})}, cwd=ROOT)
-    PROCS.append((name, proc))
+def start(proc: Proc) -> Proc:
+    """Start `proc` and wait until it is ready; stop_all() stops it."""
+    PROCS.append(proc)
+    try:
+        proc.launch(READY_TIMEOUT)
+    except NotReady as exc:
+        print(f"----- {proc.log_path} -----", proc.tail(20), sep="\n", file=sys.stderr)
+        raise SystemExit(f"bench: {proc.name} exited during start-up" if exc.exited
+                         else f"bench: {proc.name} not ready after {READY_TIMEOUT}s ({exc.what})") from None
     return proc
 
 
-def stop(name: str, proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def stop_all() -> None:
-    while PROCS:
-        name, proc = PROCS.pop()
-        stop(name, proc)
+    launcher.stop_all(PROCS)
+    PROCS.clear()
 
 
 def on_signal(signum, _frame):
     raise SystemExit(128 + signum)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, headers: dict | None = None, timeout: float = 2) -> tuple[int, bytes]:
@@ -178,34 +171,6 @@ def http_get(url: str, headers: dict | None = None, timeout: float = 2) -> tuple
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
-
-
-def wait_ready(name: str, proc: subprocess.Popen, url: str | None = None, port: int | None = None) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            tail(name)
-            raise SystemExit(f"bench: {name} exited during start-up")
-        try:
-            if url:
-                if 200 <= http_get(url)[0] < 300:
-                    return
-            else:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            tail(name)
-            raise SystemExit(f"bench: {name} not ready after {READY_TIMEOUT}s")
-        time.sleep(0.2)
-
-
-def tail(name: str) -> None:
-    path = LOGS / f"{name}.log"
-    if path.exists():
-        lines = path.read_text(errors="replace").splitlines()[-20:]
-        print(f"----- {path} -----", *lines, sep="\n", file=sys.stderr)
 
 
 def children(pid: int) -> list[int]:
@@ -387,11 +352,8 @@ def main() -> int:
     if unknown:
         raise SystemExit(f"bench: unknown rows {unknown}; known: {list(ROW_TITLES)}")
 
-    shutil.rmtree(LOGS, ignore_errors=True)
-    (LOGS / "nginx/logs").mkdir(parents=True)
-    (LOGS / "nginx/tmp").mkdir(parents=True)
-    os.chmod(LOGS, 0o755)
-    os.chmod(LOGS / "nginx", 0o755)
+    launcher.fresh_log_dir(LOGS)
+    nginx_prefix = launcher.nginx_prefix(LOGS / "nginx")
 
     started = dt.datetime.now(dt.timezone.utc)
     machine = machine_info()
@@ -400,21 +362,19 @@ def main() -> int:
     if PIN_ON:
         say(f"CPU placement: system under test on CPU {SUT_CPU}, load generator and the rest on CPU {LOAD_CPUS}")
 
-    ports = {name: free_port() for name in
-             ("better_auth", "todo", "todo_admin", "envoy", "envoy_admin", "nginx", "fastapi",
-              "authz_envoy_grpc", "authz_envoy_http", "authz_envoy_admin",
-              "authz_nginx_grpc", "authz_nginx_http", "authz_nginx_admin",
-              "authz_alone_grpc", "authz_alone_http", "authz_alone_admin")}
+    names = ("better_auth", "todo", "todo_admin", "envoy", "envoy_admin", "nginx", "fastapi",
+             "authz_envoy_grpc", "authz_envoy_http", "authz_envoy_admin",
+             "authz_nginx_grpc", "authz_nginx_http", "authz_nginx_admin",
+             "authz_alone_grpc", "authz_alone_http", "authz_alone_admin")
+    ports = dict(zip(names, free_ports(len(names))))
     ba_url = f"http://127.0.0.1:{ports['better_auth']}"
 
     try:
         # --- Better Auth ---
         say(f"starting Better Auth (node) on {ba_url}")
-        ba = start("better-auth", pinned(SUT_CPU, ["node", str(ROOT / "demo/better-auth/server.mjs")]), {
-            "PORT": str(ports["better_auth"]), "HOST": "127.0.0.1", "BETTER_AUTH_URL": ba_url,
-            "BETTER_AUTH_SECRET": secrets.token_urlsafe(32),
-            "TRUSTED_ORIGINS": f"http://127.0.0.1:{ports['envoy']},http://127.0.0.1:{ports['nginx']}"})
-        wait_ready("better-auth", ba, f"{ba_url}/api/auth/ok")
+        origins = [f"http://127.0.0.1:{ports['envoy']}", f"http://127.0.0.1:{ports['nginx']}"]
+        ba = start(launcher.better_auth(LOGS, ports["better_auth"], secret=secrets.token_urlsafe(32),
+                                        trusted_origins=origins, wrap=taskset(SUT_CPU)))
 
         say(f"signing up {USERS} users")
         run_id = secrets.token_hex(4)
@@ -424,58 +384,39 @@ def main() -> int:
         write_users(users_file, users)
 
         # --- better-authz: one instance per proxy, so each row's peak RSS is its own ---
-        def start_authz(name: str, upstream: str, prefix: str, cpus: str) -> subprocess.Popen:
-            proc = start(name, pinned(cpus, [str(AUTHZ_BIN)]), {
-                "BETTER_AUTH_URL": upstream, "AUTHZ_PUBLIC_PATHS": "/api/auth/",
-                "AUTHZ_USER_PATH_PATTERN": "/api/{user_id}/",
-                "AUTHZ_GRPC_ADDR": f"127.0.0.1:{ports[prefix + '_grpc']}",
-                "AUTHZ_HTTP_ADDR": f"127.0.0.1:{ports[prefix + '_http']}",
-                "AUTHZ_ADMIN_ADDR": f"127.0.0.1:{ports[prefix + '_admin']}",
-                "AUTHZ_UPSTREAM_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS),
-                "RUST_LOG": "info"})
-            wait_ready(name, proc, f"http://127.0.0.1:{ports[prefix + '_admin']}/readyz")
-            return proc
+        def start_authz(name: str, upstream: str, prefix: str, cpus: str) -> Proc:
+            env = {**launcher.authz_env(upstream, ports[prefix + "_grpc"], ports[prefix + "_http"],
+                                        ports[prefix + "_admin"], UPSTREAM_TIMEOUT_MS), "RUST_LOG": "info"}
+            return start(launcher.better_authz(LOGS, AUTHZ_BIN, env, name=name, wrap=taskset(cpus)))
 
         need_proxy = any(r in ROWS for r in ("envoy", "nginx"))
-        procs: dict[str, subprocess.Popen] = {}
+        procs: dict[str, Proc] = {}
         if need_proxy:
             say("starting the todo back end")
-            procs["todo"] = start("todo-backend", pinned(LOAD_CPUS, [sys.executable, str(ROOT / "examples/todo-backend/app.py")]), {
-                "PORT": str(ports["todo"]), "ADMIN_PORT": str(ports["todo_admin"]), "HOST": "127.0.0.1"})
-            wait_ready("todo-backend", procs["todo"], f"http://127.0.0.1:{ports['todo_admin']}/healthz")
+            procs["todo"] = start(launcher.todo_backend(LOGS, ports["todo"], ports["todo_admin"],
+                                                        wrap=taskset(LOAD_CPUS)))
         if "envoy" in ROWS:
             say("starting better-authz for Envoy, and Envoy")
             procs["authz_envoy"] = start_authz("better-authz-envoy", ba_url, "authz_envoy", LOAD_CPUS)
-            cfg = LOGS / "envoy.yaml"
-            subprocess.run([sys.executable, str(ROOT / "scripts/render-config.py"), str(ROOT / "envoy/envoy.yaml"),
-                            "--port", f"8080={ports['envoy']}", "--port", f"9901={ports['envoy_admin']}",
-                            "--port", f"3000={ports['better_auth']}", "--port", f"8000={ports['todo']}",
-                            "--port", f"9001={ports['authz_envoy_grpc']}",
-                            # The benchmark measures latency, not deadlines: the check may take up to
-                            # better-authz's own (generous) Better Auth deadline, plus margin.
-                            "--replace", f"timeout: 0.25s=timeout: {UPSTREAM_TIMEOUT_MS / 1000 + 0.5:g}s",
-                            "-o", str(cfg)], check=True)
-            procs["envoy"] = start("envoy", pinned(LOAD_CPUS, [str(ENVOY_BIN), "-c", str(cfg), "--disable-hot-restart",
-                                                                "--log-level", "warn", "--cpuset-threads"]))
-            wait_ready("envoy", procs["envoy"], f"http://127.0.0.1:{ports['envoy_admin']}/ready")
+            # The benchmark measures latency, not deadlines: the check may take up to better-authz's own
+            # (generous) Better Auth deadline, plus margin.
+            cfg = launcher.render_envoy({**ports, "authz_grpc": ports["authz_envoy_grpc"]}, LOGS / "envoy.yaml",
+                                        check_timeout=f"{UPSTREAM_TIMEOUT_MS / 1000 + 0.5:g}s")
+            procs["envoy"] = start(launcher.envoy(LOGS, ENVOY_BIN, cfg, ports["envoy_admin"], args=["--cpuset-threads"],
+                                                  wrap=taskset(LOAD_CPUS)))
         if "nginx" in ROWS:
             say("starting better-authz for nginx, and nginx")
             procs["authz_nginx"] = start_authz("better-authz-nginx", ba_url, "authz_nginx", LOAD_CPUS)
-            cfg = LOGS / "nginx.conf"
-            subprocess.run([sys.executable, str(ROOT / "scripts/render-config.py"), str(ROOT / "nginx/nginx.conf"),
-                            "--port", f"8081={ports['nginx']}", "--port", f"3000={ports['better_auth']}",
-                            "--port", f"8000={ports['todo']}", "--port", f"9002={ports['authz_nginx_http']}",
-                            "-o", str(cfg)], check=True)
-            procs["nginx"] = start("nginx", pinned(LOAD_CPUS, [str(NGINX_BIN), "-p", str(LOGS / "nginx"), "-c", str(cfg)]))
-            wait_ready("nginx", procs["nginx"], port=ports["nginx"])
+            cfg = launcher.render_nginx({**ports, "authz_http": ports["authz_nginx_http"]}, LOGS / "nginx.conf")
+            procs["nginx"] = start(launcher.nginx(LOGS, NGINX_BIN, nginx_prefix, cfg, [ports["nginx"]],
+                                                  wrap=taskset(LOAD_CPUS)))
         if "fastapi" in ROWS:
             say("starting the FastAPI design (uvicorn)")
-            procs["fastapi"] = start("fastapi", pinned(LOAD_CPUS, [
-                str(BENCH_VENV / "bin/uvicorn"), "fastapi_app:app", "--app-dir", str(ROOT / "bench"),
+            procs["fastapi"] = start(Proc("fastapi", [
+                *taskset(LOAD_CPUS), BENCH_VENV / "bin/uvicorn", "fastapi_app:app", "--app-dir", ROOT / "bench",
                 "--host", "127.0.0.1", "--port", str(ports["fastapi"]), "--loop", "uvloop", "--http", "httptools",
-                "--log-level", "warning"]), {
-                "BETTER_AUTH_URL": ba_url, "SESSION_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS)})
-            wait_ready("fastapi", procs["fastapi"], f"http://127.0.0.1:{ports['fastapi']}/healthz")
+                "--log-level", "warning"], {"BETTER_AUTH_URL": ba_url, "SESSION_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS)},
+                log_dir=LOGS, ready=[launcher.http_ready("fastapi", f"http://127.0.0.1:{ports['fastapi']}/healthz")]))
 
         # --- smoke: every path answers 200 for a real user before anything is measured ---
         uid, cookie = users[0]
@@ -502,7 +443,7 @@ def main() -> int:
 
         def service_target() -> tuple[list[str], dict, int]:
             if not standin_state:
-                standin = start("standin", pinned(LOAD_CPUS, [str(LOADGEN_BIN), "standin"]))
+                standin = start(Proc("standin", [*taskset(LOAD_CPUS), LOADGEN_BIN, "standin"], log_dir=LOGS))
                 deadline = time.monotonic() + 10
                 url = None
                 while url is None and time.monotonic() < deadline:
@@ -657,7 +598,7 @@ def summarize(rows: dict) -> dict:
             o["added_p50_ms"] = round(o["p50_ms"] - b["p50"], 3)
             o["added_p99_ms"] = round(o["p99_ms"] - b["p99"], 3)
 
-    # The issue's targets, as measured in this run (shown, not asserted).
+    # The targets better-authz was built to, as measured in this run (shown, not asserted).
     t = []
     def target(name, measured, goal, ok):
         t.append({"target": name, "measured": measured, "goal": goal, "met": ok})
