@@ -12,6 +12,7 @@ It holds the processes (own session, log file, SIGTERM then SIGKILL), free ports
 rendering and each component's argv and environment; callers add their own settings on top.
 
     python3 scripts/launcher.py demo --authz-bin PATH [--smoke] [--envoy-bin PATH] [--nginx-bin PATH]
+                                     [--ready-timeout SECONDS]
 """
 
 from __future__ import annotations
