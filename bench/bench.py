@@ -718,7 +718,7 @@ def markdown(doc: dict) -> str:
                        f"{fmt(am['better_auth_call']['p99_ms'], '.2f')} ms.")
     if s.get("targets"):
         out.append("")
-        out.append("| Target (issue 5) | Measured | Goal | Met |")
+        out.append("| Target | Measured | Goal | Met |")
         out.append("|---|---:|---:|:---:|")
         for t in s["targets"]:
             out.append(f"| {t['target']} | {t['measured']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |")
