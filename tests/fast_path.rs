@@ -5,37 +5,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use better_authz::config::Args;
 use support::*;
-
-fn cookie_for(i: usize) -> String {
-    format!("better-auth.session_token=user{i}token.c2ln{i}")
-}
 
 async fn check(service: &Service, cookie: &str) -> Answer {
     let headers = [("cookie", cookie)];
     service.check("GET", "/api/u1/tasks", &headers).await
-}
-
-async fn metric(service: &Service, name: &str) -> f64 {
-    let text = reqwest::get(service.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name}"))
-        .parse()
-        .unwrap()
-}
-
-fn args(stand_in: &StandIn, change: impl FnOnce(&mut Args)) -> Args {
-    let mut a = base_args(&stand_in.url());
-    a.upstream_timeout_ms = Some("2000".into());
-    change(&mut a);
-    a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,20 +19,15 @@ async fn concurrent_checks_of_one_session_share_one_call() {
         Box::new(valid("u1")),
     ))
     .await;
-    let service = Service::start(args(&stand_in, |_| {})).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
     let cookie = session_cookie();
     let checks: Vec<_> = (0..10)
         .map(|_| {
             let cookie = cookie.clone();
             let grpc = service.grpc;
             tokio::spawn(async move {
-                let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-                    format!("http://{grpc}"),
-                )
-                .await
-                .unwrap();
                 let headers = [("cookie", cookie.as_str())];
-                flatten(client.check(envoy_check("GET", "/api/u1/tasks", &headers)).await.unwrap().into_inner())
+                send_to(grpc, envoy_check("GET", "/api/u1/tasks", &headers)).await
             })
         })
         .collect();
@@ -71,7 +40,7 @@ async fn concurrent_checks_of_one_session_share_one_call() {
         1,
         "ten concurrent checks, one Better Auth call"
     );
-    assert!(metric(&service, "better_authz_coalesced_total").await >= 1.0);
+    assert!(service.metric("better_authz_coalesced_total").await >= 1.0);
 
     // No answer outlives its call: the next check asks again.
     check(&service, &cookie).await;
@@ -85,7 +54,7 @@ async fn different_sessions_are_never_coalesced() {
         Box::new(valid("u1")),
     ))
     .await;
-    let service = Service::start(args(&stand_in, |_| {})).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
     let (one, two) = (cookie_for(1), cookie_for(2));
     let (a, b) = tokio::join!(check(&service, &one), check(&service, &two));
     assert_eq!((a.http_status, b.http_status), (200, 200));
@@ -95,7 +64,7 @@ async fn different_sessions_are_never_coalesced() {
 #[tokio::test]
 async fn without_cache_every_check_asks_better_auth() {
     let stand_in = StandIn::start(valid("u1")).await;
-    let service = Service::start(args(&stand_in, |_| {})).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
     for _ in 0..3 {
         check(&service, &session_cookie()).await;
     }
@@ -110,25 +79,22 @@ async fn without_cache_every_check_asks_better_auth() {
 #[tokio::test]
 async fn cache_hits_then_expires_after_the_ttl() {
     let stand_in = StandIn::start(valid("u1")).await;
-    let service = Service::start(args(&stand_in, |a| a.cache_ttl_ms = Some("300".into()))).await;
+    let service =
+        Service::start(args_for(&stand_in, |a| a.cache_ttl_ms = Some("300".into()))).await;
     let first = check(&service, &session_cookie()).await;
     let second = check(&service, &session_cookie()).await;
     assert_eq!(stand_in.calls(), 1, "second check served from cache");
     assert_eq!(first.set, second.set, "same identity from cache");
     assert_eq!(
-        metric(
-            &service,
-            r#"better_authz_cache_requests_total{result="hit"}"#
-        )
-        .await,
+        service
+            .metric(r#"better_authz_cache_requests_total{result="hit"}"#)
+            .await,
         1.0
     );
     assert_eq!(
-        metric(
-            &service,
-            r#"better_authz_cache_requests_total{result="miss"}"#
-        )
-        .await,
+        service
+            .metric(r#"better_authz_cache_requests_total{result="miss"}"#)
+            .await,
         1.0
     );
 
@@ -158,7 +124,10 @@ async fn cache_entries_never_outlive_the_session() {
         set_cookies: vec![],
     })
     .await;
-    let service = Service::start(args(&stand_in, |a| a.cache_ttl_ms = Some("60000".into()))).await;
+    let service = Service::start(args_for(&stand_in, |a| {
+        a.cache_ttl_ms = Some("60000".into())
+    }))
+    .await;
     check(&service, &session_cookie()).await;
     check(&service, &session_cookie()).await;
     assert_eq!(stand_in.calls(), 1);
@@ -177,8 +146,10 @@ async fn only_valid_sessions_are_cached() {
         Behavior::Status(429),
     ] {
         let stand_in = StandIn::start(behavior).await;
-        let service =
-            Service::start(args(&stand_in, |a| a.cache_ttl_ms = Some("60000".into()))).await;
+        let service = Service::start(args_for(&stand_in, |a| {
+            a.cache_ttl_ms = Some("60000".into())
+        }))
+        .await;
         check(&service, &session_cookie()).await;
         check(&service, &session_cookie()).await;
         assert_eq!(stand_in.calls(), 2);
@@ -188,7 +159,7 @@ async fn only_valid_sessions_are_cached() {
 #[tokio::test]
 async fn cache_size_is_bounded() {
     let stand_in = StandIn::start(valid("u1")).await;
-    let service = Service::start(args(&stand_in, |a| {
+    let service = Service::start(args_for(&stand_in, |a| {
         a.cache_ttl_ms = Some("60000".into());
         a.cache_max_entries = Some("10".into());
     }))
@@ -196,7 +167,7 @@ async fn cache_size_is_bounded() {
     for i in 0..100 {
         check(&service, &cookie_for(i)).await;
     }
-    let entries = metric(&service, "better_authz_cache_entries").await;
+    let entries = service.metric("better_authz_cache_entries").await;
     assert!(entries > 0.0 && entries <= 10.0, "entries {entries}");
     assert_eq!(stand_in.calls(), 100);
 }
@@ -208,20 +179,15 @@ async fn beyond_max_inflight_checks_are_shed_with_503_at_once() {
         Box::new(valid("u1")),
     ))
     .await;
-    let service = Service::start(args(&stand_in, |a| a.max_inflight = Some("2".into()))).await;
+    let service = Service::start(args_for(&stand_in, |a| a.max_inflight = Some("2".into()))).await;
     let grpc = service.grpc;
     let checks: Vec<_> = (0..5)
         .map(|i| {
             tokio::spawn(async move {
-                let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-                    format!("http://{grpc}"),
-                )
-                .await
-                .unwrap();
                 let cookie = cookie_for(i);
                 let headers = [("cookie", cookie.as_str())];
                 let start = Instant::now();
-                let a = flatten(client.check(envoy_check("GET", "/api/u1/tasks", &headers)).await.unwrap().into_inner());
+                let a = send_to(grpc, envoy_check("GET", "/api/u1/tasks", &headers)).await;
                 (a, start.elapsed())
             })
         })
@@ -245,5 +211,5 @@ async fn beyond_max_inflight_checks_are_shed_with_503_at_once() {
     }
     assert_eq!((allowed, shed), (2, 3));
     assert_eq!(stand_in.calls(), 2);
-    assert_eq!(metric(&service, "better_authz_shed_total").await, 3.0);
+    assert_eq!(service.metric("better_authz_shed_total").await, 3.0);
 }

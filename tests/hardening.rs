@@ -5,55 +5,24 @@
 
 mod support;
 
-use better_authz::config::{Args, Config};
+use better_authz::config::Config;
 use better_authz::{Listeners, run};
 use support::*;
 
 const OWN: &str = "u1";
 
-fn args(stand_in: &StandIn, change: impl FnOnce(&mut Args)) -> Args {
-    let mut a = base_args(&stand_in.url());
-    a.upstream_timeout_ms = Some("2000".into());
-    change(&mut a);
-    a
-}
-
-/// `/auth` with these headers (the session cookie added); status, error code, Cache-Control.
+/// `/auth` with the session cookie and these headers: status, error code, Cache-Control.
 async fn via_http(service: &Service, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut req = reqwest::Client::new()
-        .get(service.http_url())
-        .header("cookie", session_cookie());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let code = resp
-        .headers()
-        .get("x-authz-error-code")
-        .map_or(String::new(), |v| v.to_str().unwrap().to_owned());
-    let cache = resp
-        .headers()
-        .get("cache-control")
-        .map_or(String::new(), |v| v.to_str().unwrap().to_owned());
-    (status, code, cache)
-}
-
-async fn metrics(service: &Service) -> String {
-    reqwest::get(service.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{series} ")))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .parse()
-        .unwrap()
+    let session = session_cookie();
+    let mut all = vec![("cookie", session.as_str())];
+    all.extend_from_slice(headers);
+    let a = service.auth(&all).await;
+    let header = |name| a.header(name).unwrap_or_default().to_owned();
+    (
+        a.status,
+        header("x-authz-error-code"),
+        header("cache-control"),
+    )
 }
 
 // ---- 1. `;` path parameters, as servlet containers route them
@@ -61,7 +30,7 @@ fn metric(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn servlet_parameters_never_reach_another_users_path() {
     let stand_in = StandIn::start(valid(OWN)).await;
-    let service = Service::start(args(&stand_in, |_| {})).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
     let cases: &[(&str, u16, &str)] = &[
         ("/api;x=1/u2/tasks", 403, "USER_MISMATCH"),
         ("/;x/api/u2/tasks", 403, "USER_MISMATCH"),
@@ -106,7 +75,7 @@ async fn servlet_parameters_never_reach_another_users_path() {
 #[tokio::test]
 async fn public_prefixes_hold_in_both_readings() {
     let stand_in = StandIn::start(valid(OWN)).await;
-    let service = Service::start(args(&stand_in, |_| {})).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
     for (path, status) in [
         ("/api/auth/get-session", 200),
         ("/api/auth/x;jsessionid=1", 200),
@@ -277,7 +246,8 @@ async fn each_proxy_mode_trusts_its_own_headers_only() {
         ("traefik", vec![("x-original-uri", own)], 400, "BAD_REQUEST"),
     ];
     for mode in ["auto", "nginx", "ingress-nginx", "traefik"] {
-        let service = Service::start(args(&stand_in, |a| a.forward_auth = Some(mode.into()))).await;
+        let service =
+            Service::start(args_for(&stand_in, |a| a.forward_auth = Some(mode.into()))).await;
         for (m, headers, status, code) in cases.iter().filter(|c| c.0 == mode) {
             let (s, c, _) = via_http(&service, headers).await;
             assert_eq!((s, c.as_str()), (*status, *code), "{m}: {headers:?}");
@@ -288,38 +258,24 @@ async fn each_proxy_mode_trusts_its_own_headers_only() {
 #[tokio::test]
 async fn a_forged_preflight_method_is_not_a_preflight() {
     let stand_in = StandIn::start(valid(OWN)).await;
-    let preflight = [
+    let forged = [
+        ("x-forwarded-uri", "/api/u2/tasks"),
+        ("x-forwarded-method", "GET"),
+        ("x-original-method", "OPTIONS"),
         ("origin", "https://evil.example"),
         ("access-control-request-method", "GET"),
     ];
     // Traefik sets X-Forwarded-Method itself; the client's X-Original-Method is not read.
-    let service =
-        Service::start(args(&stand_in, |a| a.forward_auth = Some("traefik".into()))).await;
-    let resp = reqwest::Client::new()
-        .get(service.http_url())
-        .header("x-forwarded-uri", "/api/u2/tasks")
-        .header("x-forwarded-method", "GET")
-        .header("x-original-method", "OPTIONS")
-        .header(preflight[0].0, preflight[0].1)
-        .header(preflight[1].0, preflight[1].1)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401, "no cookie, not a preflight");
+    let service = Service::start(args_for(&stand_in, |a| {
+        a.forward_auth = Some("traefik".into())
+    }))
+    .await;
+    let status = service.auth(&forged).await.status;
+    assert_eq!(status, 401, "no cookie, not a preflight");
     // In auto, the two method headers disagree.
-    let service = Service::start(args(&stand_in, |_| {})).await;
-    let resp = reqwest::Client::new()
-        .get(service.http_url())
-        .header("x-forwarded-uri", "/api/u2/tasks")
-        .header("x-forwarded-method", "GET")
-        .header("x-original-method", "OPTIONS")
-        .header(preflight[0].0, preflight[0].1)
-        .header(preflight[1].0, preflight[1].1)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let text = metrics(&service).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
+    assert_eq!(service.auth(&forged).await.status, 400);
+    let text = service.metrics().await;
     assert_eq!(
         metric(
             &text,
@@ -342,7 +298,7 @@ async fn a_forged_preflight_method_is_not_a_preflight() {
 #[tokio::test]
 async fn every_auth_answer_is_no_store() {
     let stand_in = StandIn::start(valid(OWN)).await;
-    let service = Service::start(args(&stand_in, |_| {})).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
     for (headers, status) in [
         (vec![("x-original-uri", "/api/u1/tasks")], 200),
         (vec![("x-original-uri", "/api/auth/ok")], 200),
@@ -354,14 +310,9 @@ async fn every_auth_answer_is_no_store() {
         assert_eq!(s, status, "{headers:?}");
         assert_eq!(cache, "no-store", "{headers:?}");
     }
-    let resp = reqwest::Client::new()
-        .get(service.http_url())
-        .header("x-original-uri", "/api/u1/tasks")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let a = service.auth(&[("x-original-uri", "/api/u1/tasks")]).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.header("cache-control"), Some("no-store"));
 }
 
 // ---- 4. The cache: keys from session cookies only, bounded by bytes; identity values capped
@@ -369,7 +320,7 @@ async fn every_auth_answer_is_no_store() {
 #[tokio::test]
 async fn junk_cookies_do_not_mint_cache_keys() {
     let stand_in = StandIn::start(valid(OWN)).await;
-    let service = Service::start(args(&stand_in, |a| {
+    let service = Service::start(args_for(&stand_in, |a| {
         a.cache_ttl_ms = Some("60000".into());
     }))
     .await;
@@ -384,7 +335,7 @@ async fn junk_cookies_do_not_mint_cache_keys() {
             .await;
         assert_eq!(a.http_status, 200);
     }
-    let text = metrics(&service).await;
+    let text = service.metrics().await;
     assert_eq!(metric(&text, "better_authz_cache_entries"), 1.0);
     assert_eq!(stand_in.calls(), 1, "one session, one call");
     // A different session_data chunk is a different answer: its own key.
@@ -401,19 +352,19 @@ async fn cache_is_bounded_by_bytes() {
     let name = "n".repeat(2048);
     let stand_in = StandIn::start(valid_user(OWN, "u1@example.com", &name)).await;
     let max_bytes: u64 = 64 * 1024;
-    let service = Service::start(args(&stand_in, |a| {
+    let service = Service::start(args_for(&stand_in, |a| {
         a.cache_ttl_ms = Some("60000".into());
         a.cache_max_bytes = Some(max_bytes.to_string());
     }))
     .await;
     for i in 0..200 {
-        let cookie = format!("better-auth.session_token=user{i}token.c2ln{i}");
+        let cookie = cookie_for(i);
         let a = service
             .check("GET", "/api/u1/tasks", &[("cookie", cookie.as_str())])
             .await;
         assert_eq!(a.http_status, 200);
     }
-    let text = metrics(&service).await;
+    let text = service.metrics().await;
     let bytes = metric(&text, "better_authz_cache_bytes");
     let entries = metric(&text, "better_authz_cache_entries");
     assert!(bytes > 0.0 && bytes <= max_bytes as f64, "bytes {bytes}");
@@ -426,7 +377,7 @@ async fn identity_values_over_the_cap_are_dropped_and_a_long_id_denies() {
     let long = "n".repeat(2000);
     let email = format!("{long}@example.com");
     let stand_in = StandIn::start(valid_user(OWN, &email, &long)).await;
-    let service = Service::start(args(&stand_in, |_| {})).await;
+    let service = Service::start(args_for(&stand_in, |_| {})).await;
     let a = service
         .check(
             "GET",
@@ -443,7 +394,7 @@ async fn identity_values_over_the_cap_are_dropped_and_a_long_id_denies() {
     assert_eq!(a.header("x-user-email"), None);
     assert!(a.removed.iter().any(|h| h == "x-user-name"));
     assert!(a.removed.iter().any(|h| h == "x-user-email"));
-    let text = metrics(&service).await;
+    let text = service.metrics().await;
     assert_eq!(
         metric(&text, "better_authz_identity_headers_dropped_total"),
         2.0
@@ -462,7 +413,7 @@ async fn identity_values_over_the_cap_are_dropped_and_a_long_id_denies() {
 #[tokio::test]
 async fn a_listener_turned_off_is_not_bound() {
     let stand_in = StandIn::start(valid(OWN)).await;
-    let mut a = args(&stand_in, |_| {});
+    let mut a = args_for(&stand_in, |_| {});
     a.http_addr = Some("off".into());
     let config = Config::from_args(&a).unwrap();
     let listeners = Listeners::bind(&config).await.unwrap();
@@ -474,20 +425,9 @@ async fn a_listener_turned_off_is_not_bound() {
         let _ = stopped.await;
     }));
     // The gRPC listener answers checks.
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{grpc}"),
-    )
-    .await
-    .unwrap();
-    let resp = client
-        .check(envoy_check(
-            "GET",
-            "/api/u1/tasks",
-            &[("cookie", session_cookie().as_str())],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(flatten(resp.into_inner()).http_status, 200);
+    let session = session_cookie();
+    let check = envoy_check("GET", "/api/u1/tasks", &[("cookie", session.as_str())]);
+    assert_eq!(send_to(grpc, check).await.http_status, 200);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }

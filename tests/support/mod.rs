@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -214,6 +214,8 @@ pub struct Service {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// For `/auth` and `/metrics`: one connection pool, made on first use.
+    client: OnceLock<reqwest::Client>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), better_authz::Error>>>,
 }
@@ -229,6 +231,21 @@ pub fn base_args(better_auth_url: &str) -> Args {
         upstream_timeout_ms: Some("300".into()),
         ..Default::default()
     }
+}
+
+/// [`base_args`] for this stand-in with a 2 s deadline (room for stand-ins slow on purpose, on a
+/// busy machine), then `change`.
+pub fn args_for(stand_in: &StandIn, change: impl FnOnce(&mut Args)) -> Args {
+    let mut a = base_args(&stand_in.url());
+    a.upstream_timeout_ms = Some("2000".into());
+    change(&mut a);
+    a
+}
+
+/// A plausible session cookie of its own for each `i` (so that no two are coalesced or cached
+/// together).
+pub fn cookie_for(i: usize) -> String {
+    format!("better-auth.session_token=user{i}token.c2ln{i}")
 }
 
 impl Service {
@@ -250,6 +267,7 @@ impl Service {
             grpc,
             http,
             admin,
+            client: OnceLock::new(),
             stop: Some(stop),
             task: Some(task),
         }
@@ -274,13 +292,39 @@ impl Service {
 
     /// One Envoy-style check over a fresh gRPC connection, flattened for assertions.
     pub async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
-        let resp = self
-            .grpc_client()
+        self.send(envoy_check(method, path, headers)).await
+    }
+
+    /// This `CheckRequest` over a fresh gRPC connection, flattened for assertions.
+    pub async fn send(&self, check: CheckRequest) -> Answer {
+        send_to(self.grpc, check).await
+    }
+
+    /// `GET /auth` as nginx's `auth_request` asks it, with these request headers.
+    pub async fn auth(&self, headers: &[(&str, &str)]) -> HttpAnswer {
+        self.auth_with(reqwest::Method::GET, headers).await
+    }
+
+    /// `/auth` with this method and these request headers.
+    pub async fn auth_with(&self, method: reqwest::Method, headers: &[(&str, &str)]) -> HttpAnswer {
+        auth_request(self.client(), method, &self.http_url(), headers).await
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client()
+            .get(self.admin_url("/metrics"))
+            .send()
             .await
-            .check(envoy_check(method, path, headers))
+            .expect("the admin listener answers")
+            .text()
             .await
-            .expect("a decision is an OK gRPC response");
-        flatten(resp.into_inner())
+            .unwrap()
+    }
+
+    /// The value of one series (name and labels, as exported) in `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(&self.metrics().await, series)
     }
 
     pub fn http_url(&self) -> String {
@@ -289,6 +333,93 @@ impl Service {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            better_authz::better_auth::install_crypto_provider();
+            reqwest::Client::new()
+        })
+    }
+}
+
+/// This `CheckRequest` over a fresh gRPC connection to `grpc`, flattened for assertions.
+pub async fn send_to(grpc: SocketAddr, check: CheckRequest) -> Answer {
+    let resp = AuthorizationClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect gRPC")
+        .check(check)
+        .await
+        .expect("a decision is an OK gRPC response");
+    flatten(resp.into_inner())
+}
+
+/// The value of one series (name and labels, as exported) in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// What `/auth` answered, for assertions.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The (first) value of this response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// Every value of this response header, in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    /// The body as JSON; `Null` when empty (an allow). A body that is there must be JSON.
+    pub fn json(&self) -> serde_json::Value {
+        if self.body.is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("deny body {:?} is not JSON: {e}", self.body))
+    }
+
+    /// The deny body's `error_code`; `""` on an allow.
+    pub fn error_code(&self) -> String {
+        self.json()["error_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// `/auth` at `url` through `client`, with these request headers (in order, repeats kept).
+pub async fn auth_request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    let mut req = client.request(method, url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.expect("the /auth listener answers");
+    HttpAnswer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap(),
     }
 }
 
