@@ -117,46 +117,37 @@ async fn check_both_with(
 
     // --- HTTP, as nginx asks.
     let before = stand_in.calls();
-    let mut req = reqwest::Client::new()
-        .get(service.http_url())
-        .header("x-original-uri", path)
-        .header("x-original-method", method)
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("user-agent", "test-agent/1")
-        .header("x-user-id", "spoofed");
+    let mut headers = vec![
+        ("x-original-uri", path),
+        ("x-original-method", method),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("user-agent", "test-agent/1"),
+        ("x-user-id", "spoofed"),
+    ];
     if let Some(c) = cookie {
-        req = req.header("cookie", c);
+        headers.push(("cookie", c));
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.text().await.unwrap();
-    assert_eq!(status, want.status, "http {ctx}: {body}");
+    let a = service.auth(&headers).await;
+    assert_eq!(a.status, want.status, "http {ctx}: {}", a.body);
     assert_eq!(
         stand_in.calls() - before,
         want.calls,
         "http Better Auth calls, {ctx}"
     );
-    let cookies: Vec<&str> = headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
-    assert_eq!(cookies, want.cookies, "http cookies, {ctx}");
+    assert_eq!(a.all("set-cookie"), want.cookies, "http cookies, {ctx}");
     if want.status == 200 {
-        assert_eq!(
-            headers.get("x-user-id").map(|v| v.to_str().unwrap()),
-            want.user,
-            "http identity, {ctx}"
-        );
-        assert!(body.is_empty());
+        assert_eq!(a.header("x-user-id"), want.user, "http identity, {ctx}");
+        assert!(a.body.is_empty());
     } else {
-        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON deny body");
-        assert_eq!(v["error_code"], want.code, "http {ctx}");
-        assert_eq!(headers["x-authz-error-code"], want.code, "http {ctx}");
-        assert_eq!(headers["content-type"], "application/json");
-        assert!(headers.get("x-user-id").is_none());
-        assert!(!body.contains(TOKEN), "http body leaks the token, {ctx}");
+        assert_eq!(a.error_code(), want.code, "http {ctx}");
+        assert_eq!(
+            a.header("x-authz-error-code"),
+            Some(want.code),
+            "http {ctx}"
+        );
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        assert!(a.header("x-user-id").is_none());
+        assert!(!a.body.contains(TOKEN), "http body leaks the token, {ctx}");
     }
 
     service.stop().await.expect("clean shutdown");
@@ -204,50 +195,18 @@ async fn refreshed_cookies_reach_the_client_on_allow() {
 
 #[tokio::test]
 async fn another_users_path_is_forbidden() {
-    check_both(
-        valid("u1"),
-        "GET",
-        "/api/u2/tasks",
-        Some(&c()),
-        deny(403, "USER_MISMATCH", 1),
-    )
-    .await;
-    check_both(
-        valid("u1"),
-        "GET",
-        "/api/u1/../u2/tasks",
-        Some(&c()),
-        deny(403, "USER_MISMATCH", 1),
-    )
-    .await;
-    check_both(
-        valid("u1"),
-        "GET",
-        "/api/%75%32/tasks",
-        Some(&c()),
-        deny(403, "USER_MISMATCH", 1),
-    )
-    .await;
+    for path in ["/api/u2/tasks", "/api/u1/../u2/tasks", "/api/%75%32/tasks"] {
+        let want = deny(403, "USER_MISMATCH", 1);
+        check_both(valid("u1"), "GET", path, Some(&c()), want).await;
+    }
 }
 
 #[tokio::test]
 async fn no_cookie_is_401_without_calling_better_auth() {
-    check_both(
-        valid("u1"),
-        "GET",
-        "/api/u1/tasks",
-        None,
-        deny(401, "SESSION_REQUIRED", 0),
-    )
-    .await;
-    check_both(
-        valid("u1"),
-        "GET",
-        "/api/u1/tasks",
-        Some("theme=dark"),
-        deny(401, "SESSION_REQUIRED", 0),
-    )
-    .await;
+    for cookie in [None, Some("theme=dark")] {
+        let want = deny(401, "SESSION_REQUIRED", 0);
+        check_both(valid("u1"), "GET", "/api/u1/tasks", cookie, want).await;
+    }
 }
 
 #[tokio::test]
@@ -267,7 +226,7 @@ async fn a_cookie_that_cannot_be_a_token_is_401_without_calling_better_auth() {
 #[tokio::test]
 async fn better_auth_answers_map_to_decisions() {
     let clearing = "better-auth.session_token=; Max-Age=0; Path=/";
-    let cases: Vec<(&str, Behavior, Expect)> = vec![
+    let mut cases: Vec<(&str, Behavior, Expect)> = vec![
         (
             "200 null (forged, signed out): 401, clearing cookies passed on",
             Behavior::Null {
@@ -298,21 +257,6 @@ async fn better_auth_answers_map_to_decisions() {
             deny(503, "AUTH_UNAVAILABLE", 1),
         ),
         (
-            "500",
-            Behavior::Status(500),
-            deny(503, "AUTH_UNAVAILABLE", 1),
-        ),
-        (
-            "502",
-            Behavior::Status(502),
-            deny(503, "AUTH_UNAVAILABLE", 1),
-        ),
-        (
-            "503",
-            Behavior::Status(503),
-            deny(503, "AUTH_UNAVAILABLE", 1),
-        ),
-        (
             "garbage body",
             Behavior::Garbage,
             deny(500, "AUTH_ERROR", 1),
@@ -333,6 +277,10 @@ async fn better_auth_answers_map_to_decisions() {
             deny(500, "AUTH_ERROR", 1),
         ),
     ];
+    for (what, status) in [("500", 500), ("502", 502), ("503", 503)] {
+        let want = deny(503, "AUTH_UNAVAILABLE", 1);
+        cases.push((what, Behavior::Status(status), want));
+    }
     for (what, behavior, want) in cases {
         println!("case: {what}");
         check_both(behavior, "GET", "/api/u1/tasks", Some(&c()), want).await;
@@ -428,17 +376,16 @@ async fn cors_preflight_is_allowed_without_session() {
     assert_eq!((a.grpc_code, a.http_status), (0, 200));
     assert!(a.removed.contains(&"x-user-id".to_string()));
 
-    let resp = reqwest::Client::new()
-        .get(service.http_url())
-        .header("x-original-uri", "/api/u1/tasks")
-        .header("x-original-method", "OPTIONS")
-        .header("origin", "http://app.example")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("x-user-id").is_none());
+    let a = service
+        .auth(&[
+            ("x-original-uri", "/api/u1/tasks"),
+            ("x-original-method", "OPTIONS"),
+            ("origin", "http://app.example"),
+            ("access-control-request-method", "POST"),
+        ])
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(a.header("x-user-id").is_none());
     assert_eq!(stand_in.calls(), 0);
 }
 
@@ -467,14 +414,14 @@ async fn better_auth_receives_only_its_cookies_and_the_client_facts() {
     assert_eq!(seen["accept"], "application/json");
 
     // Through HTTP the client address is the last X-Forwarded-For entry (the proxy's own).
-    reqwest::Client::new()
-        .get(service.http_url())
-        .header("x-original-uri", "/api/u1/tasks")
-        .header("x-forwarded-for", "10.9.9.9, 198.51.100.4")
-        .header("cookie", c())
-        .send()
-        .await
-        .unwrap();
+    let session = c();
+    service
+        .auth(&[
+            ("x-original-uri", "/api/u1/tasks"),
+            ("x-forwarded-for", "10.9.9.9, 198.51.100.4"),
+            ("cookie", &session),
+        ])
+        .await;
     assert_eq!(stand_in.last_seen()["x-forwarded-for"], "198.51.100.4");
 }
 
@@ -505,71 +452,35 @@ async fn raw_header_map_is_read_when_headers_is_empty() {
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
-    let mut check = envoy_check("GET", "/api/u1/tasks", &[]);
-    let http = check
-        .attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap();
-    http.header_map = Some(HeaderMap {
-        headers: vec![
-            HeaderValue {
-                key: "cookie".into(),
-                raw_value: b"theme=dark".to_vec(),
-                ..Default::default()
-            },
-            HeaderValue {
-                key: "Cookie".into(),
-                raw_value: c().into_bytes(),
-                ..Default::default()
-            },
-        ],
-    });
-    let a = flatten(
-        service
-            .grpc_client()
-            .await
-            .check(check)
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    // A check of /api/u1/tasks whose headers come in `header_map` only, as raw bytes.
+    let raw = |headers: &[(&str, &[u8])]| {
+        let mut check = envoy_check("GET", "/api/u1/tasks", &[]);
+        let attributes = check.attributes.as_mut().unwrap();
+        let http = attributes.request.as_mut().unwrap().http.as_mut().unwrap();
+        let headers = headers.iter().map(|(key, value)| HeaderValue {
+            key: (*key).into(),
+            raw_value: value.to_vec(),
+            ..Default::default()
+        });
+        http.header_map = Some(HeaderMap {
+            headers: headers.collect(),
+        });
+        check
+    };
+    let session = c();
+    let a = service
+        .send(raw(&[
+            ("cookie", b"theme=dark"),
+            ("Cookie", session.as_bytes()),
+        ]))
+        .await;
     assert_eq!((a.http_status, a.header("x-user-id")), (200, Some("u1")));
 
     // Non-UTF-8 bytes in the session cookie: refused, Better Auth not asked.
-    let mut check = envoy_check("GET", "/api/u1/tasks", &[]);
-    check
-        .attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .header_map = Some(HeaderMap {
-        headers: vec![HeaderValue {
-            key: "cookie".into(),
-            raw_value: b"better-auth.session_token=a.b\xff\xfe".to_vec(),
-            ..Default::default()
-        }],
-    });
     let before = stand_in.calls();
-    let a = flatten(
-        service
-            .grpc_client()
-            .await
-            .check(check)
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let a = service
+        .send(raw(&[("cookie", b"better-auth.session_token=a.b\xff\xfe")]))
+        .await;
     assert_eq!((a.http_status, a.error_code()), (401, "SESSION_INVALID"));
     assert_eq!(stand_in.calls(), before);
 }
@@ -578,27 +489,12 @@ async fn raw_header_map_is_read_when_headers_is_empty() {
 async fn http_without_original_uri_is_400() {
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
-    let resp = reqwest::Client::new()
-        .get(service.http_url())
-        .header("cookie", c())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
-    assert_eq!(v["error_code"], "BAD_REQUEST");
+    let a = service.auth(&[("cookie", &c())]).await;
+    assert_eq!((a.status, a.error_code().as_str()), (400, "BAD_REQUEST"));
     assert_eq!(stand_in.calls(), 0);
 
     // gRPC without attributes.request.http is a BAD_REQUEST decision, still an OK response.
-    let a = flatten(
-        service
-            .grpc_client()
-            .await
-            .check(envoy_types::ext_authz::v3::pb::CheckRequest::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let a = service.send(Default::default()).await;
     assert_eq!((a.http_status, a.error_code()), (400, "BAD_REQUEST"));
 }
 
@@ -606,7 +502,6 @@ async fn http_without_original_uri_is_400() {
 async fn ingress_nginx_and_traefik_headers_name_the_original_request() {
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
-    let client = reqwest::Client::new();
     let cases = [
         (
             "x-original-url",
@@ -633,16 +528,15 @@ async fn ingress_nginx_and_traefik_headers_name_the_original_request() {
             200,
         ),
     ];
+    let session = c();
     for (uri_header, uri, method_header, status) in cases {
-        let resp = client
-            .post(service.http_url())
-            .header(uri_header, uri)
-            .header(method_header, "GET")
-            .header("cookie", c())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), status, "{uri_header}: {uri}");
+        let headers = [
+            (uri_header, uri),
+            (method_header, "GET"),
+            ("cookie", &session),
+        ];
+        let a = service.auth_with(reqwest::Method::POST, &headers).await;
+        assert_eq!(a.status, status, "{uri_header}: {uri}");
     }
 }
 
@@ -724,9 +618,7 @@ async fn in_flight_checks_finish_on_shutdown() {
         Box::new(valid("u1")),
     ))
     .await;
-    let mut args = base_args(&stand_in.url());
-    args.upstream_timeout_ms = Some("2000".into());
-    let mut service = Service::start(args).await;
+    let mut service = Service::start(args_for(&stand_in, |_| {})).await;
     let mut client = service.grpc_client().await;
     let session = c();
     let in_flight = tokio::spawn(async move {
@@ -757,41 +649,19 @@ async fn in_flight_checks_finish_on_shutdown() {
 async fn metrics_count_decisions_by_reason() {
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
-    let mut grpc = service.grpc_client().await;
     let session = c();
-    let with = [("cookie", session.as_str())];
-    grpc.check(envoy_check("GET", "/api/u1/tasks", &with))
-        .await
-        .unwrap();
-    grpc.check(envoy_check("GET", "/api/u1/tasks", &with))
-        .await
-        .unwrap();
-    grpc.check(envoy_check("GET", "/api/u2/tasks", &with))
-        .await
-        .unwrap();
-    grpc.check(envoy_check("GET", "/api/u1/tasks", &[]))
-        .await
-        .unwrap();
-    reqwest::Client::new()
-        .get(service.http_url())
-        .header("x-original-uri", "/api/auth/ok")
-        .send()
-        .await
-        .unwrap();
-    let text = reqwest::get(service.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let count = |labels: &str| -> f64 {
-        let prefix = format!("better_authz_decisions_total{{{labels}}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no series {labels}\n{text}"))
-            .parse()
-            .unwrap()
-    };
+    let with: &[(&str, &str)] = &[("cookie", &session)];
+    for (path, headers) in [
+        ("/api/u1/tasks", with),
+        ("/api/u1/tasks", with),
+        ("/api/u2/tasks", with),
+        ("/api/u1/tasks", &[]),
+    ] {
+        service.check("GET", path, headers).await;
+    }
+    service.auth(&[("x-original-uri", "/api/auth/ok")]).await;
+    let text = service.metrics().await;
+    let count = |labels: &str| metric(&text, &format!("better_authz_decisions_total{{{labels}}}"));
     assert_eq!(
         count(r#"decision="allow",reason="SESSION_VALID",transport="grpc""#),
         2.0
