@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -466,36 +467,19 @@ impl Clients {
                 }
             }
             Via::Http => {
-                let resp = self
-                    .http
-                    .get(&self.http_url)
-                    .header("x-original-uri", path)
-                    .header("cookie", cookie)
-                    .send()
-                    .await
-                    .expect("the /auth listener answers");
-                let status = resp.status().as_u16();
-                let user = resp
-                    .headers()
-                    .get("x-user-id")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                let body = resp.text().await.unwrap();
+                let headers = [("x-original-uri", path), ("cookie", cookie)];
+                let a = auth_request(&self.http, Method::GET, &self.http_url, &headers).await;
                 let elapsed = start.elapsed();
-                let (code, detail) = if status == 200 {
-                    (String::new(), String::new())
+                let v = if a.status == 200 {
+                    serde_json::Value::Null
                 } else {
-                    let v: serde_json::Value =
-                        serde_json::from_str(&body).expect("deny body is JSON");
-                    (
-                        v["error_code"].as_str().unwrap_or("").to_owned(),
-                        v["detail"].as_str().unwrap_or("").to_owned(),
-                    )
+                    a.json()
                 };
                 Checked {
-                    status,
-                    code,
-                    detail,
-                    user,
+                    status: a.status,
+                    code: v["error_code"].as_str().unwrap_or("").to_owned(),
+                    detail: v["detail"].as_str().unwrap_or("").to_owned(),
+                    user: a.header("x-user-id").map(str::to_owned),
                     elapsed,
                 }
             }
@@ -509,24 +493,9 @@ fn args(url: &str) -> better_authz::config::Args {
     args
 }
 
-fn cookie_for(i: usize) -> String {
-    format!("better-auth.session_token=fault{i}token.c2ln{i}")
-}
-
-async fn inflight(admin: &reqwest::Client, service: &Service) -> i64 {
-    let text = admin
-        .get(service.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("better_authz_better_auth_inflight "))
-        .expect("inflight gauge exported")
-        .parse()
-        .unwrap()
+/// Session lookups in flight, as the service exports them.
+async fn inflight(service: &Service) -> f64 {
+    service.metric("better_authz_better_auth_inflight").await
 }
 
 /// Poll until Better Auth answers a valid session through both transports; returns how long
@@ -582,12 +551,7 @@ async fn fault(mode: Mode, status: u16, code: &str, details: &[&str]) -> Vec<Che
         "{mode:?}: recovery took {took:?}"
     );
 
-    let admin = reqwest::Client::new();
-    assert_eq!(
-        inflight(&admin, &service).await,
-        0,
-        "{mode:?}: inflight gauge"
-    );
+    assert_eq!(inflight(&service).await, 0.0, "{mode:?}: inflight gauge");
     drop(clients);
     service.stop().await.expect("clean shutdown");
     seen
@@ -856,12 +820,11 @@ async fn bursts_of_faults_leak_no_descriptor_task_connection_or_lookup() {
     let raw = Raw::start(Mode::Valid("u1".into())).await;
     let mut service = Service::start(args(&raw.url())).await;
     wait_ready(&service).await;
-    let admin = reqwest::Client::new();
     // Warm up: one check per transport, the metrics connection, the upstream pool.
     {
         let mut clients = Clients::new(&service).await;
         recovers(&mut clients, Duration::from_secs(2)).await;
-        assert_eq!(inflight(&admin, &service).await, 0);
+        assert_eq!(inflight(&service).await, 0.0);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base = held(&raw);
@@ -891,13 +854,13 @@ async fn bursts_of_faults_leak_no_descriptor_task_connection_or_lookup() {
             }
             let took = start.elapsed();
             let now = settle(&raw, base, mode.breaks_connections()).await;
-            let gauge = inflight(&admin, &service).await;
+            let gauge = inflight(&service).await;
             let opened = raw.shared.accepted.load(Ordering::SeqCst) - accepted;
             eprintln!(
                 "{mode:?} round {round}: burst {took:?}, {opened} connections opened, then \
                  {now:?}, inflight {gauge}"
             );
-            assert_eq!(gauge, 0, "{mode:?}: lookups left in flight");
+            assert_eq!(gauge, 0.0, "{mode:?}: lookups left in flight");
             assert!(
                 within(base, now, SLACK),
                 "{mode:?} round {round}: leaked: baseline {base:?}, now {now:?}"
@@ -976,7 +939,6 @@ async fn flapping_better_auth_under_load_never_allows_while_down_and_recovers() 
 
     let raw = Raw::start(Mode::Valid("epoch0".into())).await;
     let mut service = Service::start(args(&raw.url())).await;
-    let admin = reqwest::Client::new();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let records = Arc::new(Mutex::new(Vec::<Record>::new()));
@@ -1139,6 +1101,6 @@ async fn flapping_better_auth_under_load_never_allows_while_down_and_recovers() 
     );
     assert!(allowed > 0 && unavailable > 0, "the flapping was observed");
     assert!(recovered < Duration::from_secs(2));
-    assert_eq!(inflight(&admin, &service).await, 0);
+    assert_eq!(inflight(&service).await, 0.0);
     service.stop().await.unwrap();
 }
