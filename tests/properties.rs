@@ -730,25 +730,11 @@ fn paths_user_pattern_extracts_the_right_segment() {
             let up = UserPathPattern::parse(&pattern_raw).unwrap();
             if let Ok(p) = NormalPath::parse(&raw) {
                 let segs = p.segments();
-                let matches = segs.len() >= pattern.len()
-                    && pattern.iter().zip(segs).all(|(lit, s)| match lit {
-                        Some(lit) => lit.eq_ignore_ascii_case(s),
-                        None => true,
-                    });
-                let at = pattern.iter().position(Option::is_none).unwrap();
-                let servlet = servlet_model(&raw).unwrap();
-                let servlet_matches = servlet.len() >= pattern.len()
-                    && pattern.iter().zip(&servlet).all(|(lit, s)| match lit {
-                        Some(lit) => lit.eq_ignore_ascii_case(s),
-                        None => true,
-                    });
-                let mut want: Vec<&str> = Vec::new();
-                if matches {
-                    want.push(&segs[at]);
-                }
+                let mut want: Vec<String> = pattern_segment(&pattern, segs).into_iter().collect();
                 // The servlet reading counts on its own only where it differs.
-                if servlet != segs && servlet_matches {
-                    want.push(&servlet[at]);
+                let servlet = servlet_model(&raw).unwrap();
+                if servlet != segs {
+                    want.extend(pattern_segment(&pattern, &servlet));
                 }
                 let got: Vec<&str> = up.user_segments(&p).collect();
                 prop_assert_eq!(got, want, "{} on {:?}", pattern_raw, p);
@@ -1590,10 +1576,8 @@ fn translation_grpc_adapter_matches_the_core() {
 /// The real service in-process over a stand-in Better Auth that vouches for user `u1`.
 struct Live {
     runtime: tokio::runtime::Runtime,
-    http: reqwest::Client,
     grpc: AuthorizationClient<tonic::transport::Channel>,
-    http_url: String,
-    _service: support::Service,
+    service: support::Service,
     _stand_in: support::StandIn,
 }
 
@@ -1607,18 +1591,14 @@ fn live() -> &'static Live {
             .unwrap();
         let (stand_in, service, grpc) = runtime.block_on(async {
             let stand_in = support::StandIn::start(support::valid("u1")).await;
-            let mut args = support::base_args(&stand_in.url());
-            args.upstream_timeout_ms = Some("2000".into());
-            let service = support::Service::start(args).await;
+            let service = support::Service::start(support::args_for(&stand_in, |_| {})).await;
             let grpc = service.grpc_client().await;
             (stand_in, service, grpc)
         });
         Live {
             runtime,
-            http: reqwest::Client::new(),
             grpc,
-            http_url: service.http_url(),
-            _service: service,
+            service,
             _stand_in: stand_in,
         }
     })
@@ -1632,24 +1612,11 @@ impl Live {
         value: &str,
         cookie: Option<&str>,
     ) -> (u16, String, Option<String>) {
-        self.runtime.block_on(async {
-            let mut req = self.http.get(&self.http_url).header(header, value);
-            if let Some(c) = cookie {
-                req = req.header("cookie", c);
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status().as_u16();
-            let user = resp
-                .headers()
-                .get("x-user-id")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let body = resp.text().await.unwrap();
-            let code = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error_code"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            (status, code, user)
-        })
+        let mut headers = vec![(header, value)];
+        headers.extend(cookie.map(|c| ("cookie", c)));
+        let a = self.runtime.block_on(self.service.auth(&headers));
+        let user = a.header("x-user-id").map(str::to_owned);
+        (a.status, a.error_code(), user)
     }
 
     fn via_grpc(&self, path: &str, cookie: Option<&str>) -> (u16, String, Option<String>) {
@@ -1804,56 +1771,57 @@ fn generators_reach_every_reason_verdict_and_path_error() {
 // the path part of `X-Original-URL` (after `scheme://authority`) normalised by `NormalPath` as
 // is, exactly like `X-Original-URI` (fixed; these stay as regression tests).
 
-fn nginx_and_ingress(path: &str, cookie: Option<&str>) -> [(u16, String, Option<String>); 2] {
+/// Through nginx (`X-Original-URI`) `path` gets the answer `nginx`, and through ingress-nginx
+/// (`X-Original-URL`) the same; with the session cookie (user `u1`) when `signed_in`.
+fn ingress_reads_like_nginx(
+    path: &str,
+    signed_in: bool,
+    nginx: (u16, &str, Option<&str>),
+    what: &str,
+) {
     let l = live();
-    [
-        l.via_http("x-original-uri", path, cookie),
-        l.via_http(
-            "x-original-url",
-            &format!("https://app.example{path}"),
-            cookie,
-        ),
-    ]
+    let session = signed_in.then(support::session_cookie);
+    let cookie = session.as_deref();
+    let (status, code, user) = nginx;
+    let got = l.via_http("x-original-uri", path, cookie);
+    assert_eq!(got, (status, code.to_owned(), user.map(str::to_owned)));
+    let url = format!("https://app.example{path}");
+    assert_eq!(l.via_http("x-original-url", &url, cookie), got, "{what}");
 }
+
+const REFUSED: (u16, &str, Option<&str>) = (400, "BAD_REQUEST", None);
 
 #[test]
 fn ingress_nginx_backslash_is_refused_like_nginx() {
     // Minimal input found by the property.
-    let [nginx, ingress] = nginx_and_ingress("/\\", None);
-    assert_eq!(nginx, (400, "BAD_REQUEST".into(), None));
-    assert_eq!(ingress, nginx, "ingress-nginx");
+    ingress_reads_like_nginx("/\\", false, REFUSED, "ingress-nginx");
 }
 
 #[test]
 fn ingress_nginx_backslash_dot_segments_cannot_reach_another_users_path() {
     // Signed in as u1; a back end reading `\` literally routes this under /api/u2/.
-    let session = support::session_cookie();
-    let [nginx, ingress] = nginx_and_ingress("/api/u2/x\\..\\..\\u1/tasks", Some(&session));
-    assert_eq!(nginx, (400, "BAD_REQUEST".into(), None));
-    assert_eq!(ingress, nginx, "ingress-nginx allows it as u1's own path");
+    let path = "/api/u2/x\\..\\..\\u1/tasks";
+    let what = "ingress-nginx allows it as u1's own path";
+    ingress_reads_like_nginx(path, true, REFUSED, what);
 }
 
 #[test]
 fn ingress_nginx_backslash_dot_segments_cannot_borrow_a_public_prefix() {
     // No session at all; the back end sees a path under /api/u2/.
-    let [nginx, ingress] = nginx_and_ingress("/api/u2/tasks\\..\\..\\..\\api\\auth", None);
-    assert_eq!(nginx, (400, "BAD_REQUEST".into(), None));
-    assert_eq!(ingress, nginx, "ingress-nginx allows it as a public path");
+    let path = "/api/u2/tasks\\..\\..\\..\\api\\auth";
+    let what = "ingress-nginx allows it as a public path";
+    ingress_reads_like_nginx(path, false, REFUSED, what);
 }
 
 #[test]
 fn ingress_nginx_encoded_slash_is_refused_even_before_dot_dot() {
     // Minimal input found by the property.
-    let [nginx, ingress] = nginx_and_ingress("/%2f/%2E%2e", None);
-    assert_eq!(nginx, (400, "BAD_REQUEST".into(), None));
-    assert_eq!(ingress, nginx, "ingress-nginx");
+    ingress_reads_like_nginx("/%2f/%2E%2e", false, REFUSED, "ingress-nginx");
 }
 
 #[test]
 fn ingress_nginx_empty_segment_then_dot_dot_reads_like_nginx() {
     // Minimal input found by the property.
-    let session = support::session_cookie();
-    let [nginx, ingress] = nginx_and_ingress("/api//../api", Some(&session));
-    assert_eq!(nginx, (200, String::new(), Some("u1".into())));
-    assert_eq!(ingress, nginx, "ingress-nginx");
+    let allowed = (200, "", Some("u1"));
+    ingress_reads_like_nginx("/api//../api", true, allowed, "ingress-nginx");
 }
