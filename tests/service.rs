@@ -661,27 +661,31 @@ async fn metrics_count_decisions_by_reason() {
     }
     service.auth(&[("x-original-uri", "/api/auth/ok")]).await;
     let text = service.metrics().await;
-    let count = |labels: &str| metric(&text, &format!("better_authz_decisions_total{{{labels}}}"));
-    assert_eq!(
-        count(r#"decision="allow",reason="SESSION_VALID",transport="grpc""#),
-        2.0
-    );
-    assert_eq!(
-        count(r#"decision="deny",reason="USER_MISMATCH",transport="grpc""#),
-        1.0
-    );
-    assert_eq!(
-        count(r#"decision="deny",reason="SESSION_REQUIRED",transport="grpc""#),
-        1.0
-    );
-    assert_eq!(
-        count(r#"decision="allow",reason="PUBLIC_PATH",transport="http""#),
-        1.0
-    );
-    assert_eq!(
-        count(r#"decision="deny",reason="AUTH_UNAVAILABLE",transport="grpc""#),
-        0.0
-    );
+    for (labels, want) in [
+        (
+            r#"decision="allow",reason="SESSION_VALID",transport="grpc""#,
+            2.0,
+        ),
+        (
+            r#"decision="deny",reason="USER_MISMATCH",transport="grpc""#,
+            1.0,
+        ),
+        (
+            r#"decision="deny",reason="SESSION_REQUIRED",transport="grpc""#,
+            1.0,
+        ),
+        (
+            r#"decision="allow",reason="PUBLIC_PATH",transport="http""#,
+            1.0,
+        ),
+        (
+            r#"decision="deny",reason="AUTH_UNAVAILABLE",transport="grpc""#,
+            0.0,
+        ),
+    ] {
+        let series = format!("better_authz_decisions_total{{{labels}}}");
+        assert_eq!(metric(&text, &series), want, "{series}");
+    }
     assert!(
         text.contains(
             "better_authz_better_auth_request_duration_seconds_count{outcome=\"valid\"} 3"

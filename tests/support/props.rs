@@ -422,8 +422,25 @@ pub const ALL_DETAILS: [Detail; 15] = [
 #[allow(deprecated)]
 pub fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseError> {
     use envoy_types::ext_authz::v3::pb::HttpResponse;
+    use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 
     // ---- gRPC
+    type Flat = Vec<(String, String, Option<bool>)>;
+    // Headers as (name, value, append); Better Auth's cookies as they must go out (appended).
+    let flat = |headers: &[HeaderValueOption]| -> Flat {
+        headers
+            .iter()
+            .map(|h| {
+                let hv = h.header.clone().unwrap();
+                (hv.key, hv.value, h.append.map(|b| b.value))
+            })
+            .collect()
+    };
+    let cookies: Flat = d
+        .set_cookies
+        .iter()
+        .map(|c| ("set-cookie".to_owned(), c.clone(), Some(true)))
+        .collect();
     let resp = better_authz::grpc::check_response(d);
     let code = resp.status.as_ref().map(|s| s.code);
     prop_assert_eq!(code, Some(d.reason.grpc_code() as i32));
@@ -432,35 +449,18 @@ pub fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseE
     match resp.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
             prop_assert!(d.is_allow());
-            let set: Vec<(String, String, Option<bool>)> = ok
-                .headers
-                .iter()
-                .map(|h| {
-                    let hv = h.header.clone().unwrap();
-                    (hv.key, hv.value, h.append.map(|b| b.value))
-                })
-                .collect();
-            let want: Vec<(String, String, Option<bool>)> = d
+            let want: Flat = d
                 .set_headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone(), Some(false)))
                 .collect();
-            prop_assert_eq!(set, want, "identity overwrites, never appends");
+            prop_assert_eq!(
+                flat(&ok.headers),
+                want,
+                "identity overwrites, never appends"
+            );
             prop_assert_eq!(&ok.headers_to_remove, &d.remove_headers);
-            let cookies: Vec<(String, String, Option<bool>)> = ok
-                .response_headers_to_add
-                .iter()
-                .map(|h| {
-                    let hv = h.header.clone().unwrap();
-                    (hv.key, hv.value, h.append.map(|b| b.value))
-                })
-                .collect();
-            let want: Vec<(String, String, Option<bool>)> = d
-                .set_cookies
-                .iter()
-                .map(|c| ("set-cookie".to_owned(), c.clone(), Some(true)))
-                .collect();
-            prop_assert_eq!(cookies, want);
+            prop_assert_eq!(flat(&ok.response_headers_to_add), cookies);
         }
         Some(HttpResponse::DeniedResponse(denied)) => {
             prop_assert!(!d.is_allow());
@@ -469,29 +469,18 @@ pub fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseE
                 Some(i32::from(d.reason.http_status()))
             );
             check_deny_body(d, &denied.body, secrets)?;
-            let mut headers = denied.headers.iter().map(|h| {
-                let hv = h.header.clone().unwrap();
-                (hv.key, hv.value, h.append.map(|b| b.value))
-            });
-            for (name, value) in [
+            let mut want: Flat = [
                 ("content-type", "application/json"),
                 ("cache-control", "no-store"),
-            ] {
-                prop_assert_eq!(
-                    headers.next(),
-                    Some((name.into(), value.into(), Some(false)))
-                );
-            }
-            let rest: Vec<_> = headers.collect();
-            let want: Vec<_> = d
-                .set_cookies
-                .iter()
-                .map(|c| ("set-cookie".to_owned(), c.clone(), Some(true)))
-                .collect();
+            ]
+            .iter()
+            .map(|(name, value)| ((*name).into(), (*value).into(), Some(false)))
+            .collect();
+            want.extend(cookies);
             prop_assert_eq!(
-                rest,
+                flat(&denied.headers),
                 want,
-                "a deny carries no-store, Better Auth's cookies and nothing else"
+                "a deny carries its content type, no-store, Better Auth's cookies and nothing else"
             );
         }
         other => prop_assert!(false, "unexpected {other:?}"),
