@@ -326,6 +326,8 @@ impl Req {
             access_control_request_method: self.acrm.as_deref(),
             user_agent: self.user_agent.as_deref(),
             client_addr: self.client_addr.as_deref(),
+            // Transport and trace context: metadata no rule reads.
+            ..Default::default()
         }
     }
 
