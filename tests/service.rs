@@ -449,24 +449,10 @@ async fn commas_in_envoys_joined_cookie_header_separate_nothing() {
 
 #[tokio::test]
 async fn raw_header_map_is_read_when_headers_is_empty() {
-    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
     // A check of /api/u1/tasks whose headers come in `header_map` only, as raw bytes.
-    let raw = |headers: &[(&str, &[u8])]| {
-        let mut check = envoy_check("GET", "/api/u1/tasks", &[]);
-        let attributes = check.attributes.as_mut().unwrap();
-        let http = attributes.request.as_mut().unwrap().http.as_mut().unwrap();
-        let headers = headers.iter().map(|(key, value)| HeaderValue {
-            key: (*key).into(),
-            raw_value: value.to_vec(),
-            ..Default::default()
-        });
-        http.header_map = Some(HeaderMap {
-            headers: headers.collect(),
-        });
-        check
-    };
+    let raw = |headers: &[(&str, &[u8])]| envoy_raw_check("GET", "/api/u1/tasks", headers);
     let session = c();
     let a = service
         .send(raw(&[
@@ -486,7 +472,7 @@ async fn raw_header_map_is_read_when_headers_is_empty() {
 }
 
 #[tokio::test]
-async fn http_without_original_uri_is_400() {
+async fn without_an_original_request_is_a_400_counted_like_every_decision() {
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
     let a = service.auth(&[("cookie", &c())]).await;
@@ -496,6 +482,67 @@ async fn http_without_original_uri_is_400() {
     // gRPC without attributes.request.http is a BAD_REQUEST decision, still an OK response.
     let a = service.send(Default::default()).await;
     assert_eq!((a.http_status, a.error_code()), (400, "BAD_REQUEST"));
+
+    // The core decided both: each is counted, with its detail.
+    let text = service.metrics().await;
+    for transport in ["grpc", "http"] {
+        let series = format!(
+            r#"better_authz_decisions_total{{decision="deny",reason="BAD_REQUEST",transport="{transport}"}}"#
+        );
+        assert_eq!(metric(&text, &series), 1.0, "{transport}");
+    }
+    let detail = r#"better_authz_deny_details_total{detail="missing_original_uri"}"#;
+    assert_eq!(metric(&text, detail), 2.0);
+}
+
+#[tokio::test]
+async fn both_transports_take_the_last_forwarded_for_entry() {
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let session = c();
+    let seen = || {
+        stand_in.last_seen()["x-forwarded-for"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Without Envoy's source address the gRPC adapter falls back to X-Forwarded-For.
+    let no_source = |mut check: envoy_types::ext_authz::v3::pb::CheckRequest| {
+        check.attributes.as_mut().unwrap().source = None;
+        check
+    };
+
+    // gRPC, two raw header lines: the last entry of the last line.
+    let xff: [(&str, &[u8]); 3] = [
+        ("x-forwarded-for", b"10.0.0.1, 10.0.0.2"),
+        ("x-forwarded-for", b"198.51.100.4"),
+        ("cookie", session.as_bytes()),
+    ];
+    let check = envoy_raw_check("GET", "/api/u1/tasks", &xff);
+    service.send(no_source(check)).await;
+    assert_eq!(seen(), "198.51.100.4");
+
+    // gRPC, Envoy's joined map: the same.
+    let xff = [
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-for", "198.51.100.5"),
+        ("cookie", session.as_str()),
+    ];
+    let check = envoy_check("GET", "/api/u1/tasks", &xff);
+    service.send(no_source(check)).await;
+    assert_eq!(seen(), "198.51.100.5");
+
+    // HTTP, two header lines: the same.
+    service
+        .auth(&[
+            ("x-original-uri", "/api/u1/tasks"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2, 198.51.100.6"),
+            ("cookie", &session),
+        ])
+        .await;
+    assert_eq!(seen(), "198.51.100.6");
 }
 
 #[tokio::test]

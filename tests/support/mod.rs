@@ -423,6 +423,30 @@ pub async fn auth_request(
     }
 }
 
+/// A `CheckRequest` whose headers come in `header_map` only, as raw bytes, one entry per header
+/// line (Envoy with `encode_raw_headers: true`).
+pub fn envoy_raw_check(method: &str, path: &str, headers: &[(&str, &[u8])]) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let mut check = envoy_check(method, path, &[]);
+    let attributes = check.attributes.as_mut().expect("attributes");
+    let http = attributes
+        .request
+        .as_mut()
+        .expect("request")
+        .http
+        .as_mut()
+        .expect("http");
+    let headers = headers.iter().map(|(key, value)| HeaderValue {
+        key: (*key).into(),
+        raw_value: value.to_vec(),
+        ..Default::default()
+    });
+    http.header_map = Some(HeaderMap {
+        headers: headers.collect(),
+    });
+    check
+}
+
 /// A `CheckRequest` as Envoy builds it.
 pub fn envoy_check(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     let mut map = std::collections::HashMap::new();
