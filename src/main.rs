@@ -1,5 +1,6 @@
 //! The `better-authz` binary: parse configuration, set up logging, bind, [`better_authz::run`].
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use better_authz::config::{Args, Config};
@@ -43,15 +44,19 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), better_authz::Error> {
+    // Listen for signals before anything can be reached: a SIGTERM that arrives while the
+    // listeners start must drain them, not kill the process.
+    let shutdown = shutdown_signal();
     let telemetry = telemetry::init(&config.telemetry).map_err(better_authz::Error::Setup)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary, "configuration");
     let result = async {
         let listeners = Listeners::bind(&config).await?;
         if let Ok(addrs) = listeners.addrs() {
-            let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
-            tracing::info!(grpc = %show(addrs.grpc), http = %show(addrs.http), admin = %addrs.admin, "listening");
+            let show = |a: Option<SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
+            let (grpc, http) = (show(addrs.grpc), show(addrs.http));
+            tracing::info!(%grpc, %http, admin = %addrs.admin, "listening");
         }
-        run(config, listeners, shutdown_signal()).await
+        run(config, listeners, shutdown).await
     }
     .await;
     match &result {
@@ -62,25 +67,33 @@ async fn serve(config: Config) -> Result<(), better_authz::Error> {
     result
 }
 
-/// SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C). The handlers are installed when this is
+/// called, not when the future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let next = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                () = next(term) => {}
+                () = next(int) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
