@@ -33,6 +33,11 @@ impl Authorizer {
         })
     }
 
+    /// The header API keys come in: the adapters read it for the core.
+    pub fn api_key_header(&self) -> &str {
+        &self.policy.api_key_header
+    }
+
     /// Answer one check. Never fails: every error is a deny.
     pub async fn check(&self, req: &CheckRequest<'_>) -> Decision {
         let (transport, trace) = (req.transport, req.trace);

@@ -9,11 +9,12 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::credentials::{Credential, CredentialKind};
 use crate::decision::{SessionLookup, SessionQuery, SessionUser};
 use crate::reason::Detail;
 
@@ -95,6 +96,7 @@ impl Endpoints {
 pub enum Outcome {
     Valid,
     NoSession,
+    RateLimited,
     Unavailable,
     Error,
 }
@@ -102,9 +104,10 @@ pub enum Outcome {
 // === impl Outcome ===
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Valid,
         Outcome::NoSession,
+        Outcome::RateLimited,
         Outcome::Unavailable,
         Outcome::Error,
     ];
@@ -113,6 +116,7 @@ impl Outcome {
         match lookup {
             SessionLookup::Valid { .. } => Outcome::Valid,
             SessionLookup::NoSession { .. } => Outcome::NoSession,
+            SessionLookup::RateLimited { .. } => Outcome::RateLimited,
             SessionLookup::Unavailable(_) => Outcome::Unavailable,
             SessionLookup::BadAnswer => Outcome::Error,
         }
@@ -122,6 +126,7 @@ impl Outcome {
         match self {
             Outcome::Valid => "valid",
             Outcome::NoSession => "no_session",
+            Outcome::RateLimited => "rate_limited",
             Outcome::Unavailable => "unavailable",
             Outcome::Error => "error",
         }
@@ -170,21 +175,20 @@ impl BetterAuthClient {
     }
 
     async fn call(&self, query: &SessionQuery, trace: &[(&'static str, String)]) -> SessionLookup {
-        let Ok(cookie) = HeaderValue::from_str(&query.cookie_header) else {
-            // The core only forwards visible ASCII; this cannot happen, and denies if it does.
-            return SessionLookup::BadAnswer;
-        };
         let user_agent = query
             .user_agent
             .as_deref()
             .and_then(|ua| HeaderValue::from_str(ua).ok())
             .unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT));
-        let mut request = self
+        let request = self
             .http
             .get(self.endpoints.session.clone())
-            .header(COOKIE, cookie)
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, user_agent);
+        // The core only forwards visible ASCII; a value that is not a header denies.
+        let Some(mut request) = with_credential(request, &query.credential) else {
+            return SessionLookup::BadAnswer;
+        };
         if let Some(addr) = query
             .client_addr
             .as_deref()
@@ -206,6 +210,7 @@ impl BetterAuthClient {
             Err(error) => return SessionLookup::Unavailable(classify_send_error(&error)),
         };
         let status = response.status();
+        let response_headers = response.headers().clone();
         let set_cookies: Vec<String> = response
             .headers()
             .get_all(SET_COOKIE)
@@ -214,9 +219,13 @@ impl BetterAuthClient {
             .map(str::to_owned)
             .collect();
 
+        let api_key = query.credential.kind() == CredentialKind::ApiKey;
         match status.as_u16() {
             200 => {}
             401 => return SessionLookup::NoSession { set_cookies },
+            // The API-key plugin answers an invalid key 403 `INVALID_API_KEY`.
+            403 if api_key => return SessionLookup::NoSession { set_cookies },
+            429 if api_key => return key_rate_limit(response).await,
             429 => return SessionLookup::Unavailable(Detail::UpstreamRateLimited),
             500..=599 => return SessionLookup::Unavailable(Detail::UpstreamServerError),
             other => {
@@ -241,7 +250,21 @@ impl BetterAuthClient {
                 return SessionLookup::Unavailable(Detail::UpstreamUnreachable);
             }
         };
-        parse_session(&body, set_cookies)
+        let set_auth_token = text_header(&response_headers, "set-auth-token");
+        match parse_session(&body, set_cookies) {
+            SessionLookup::Valid {
+                user,
+                expires_at,
+                set_cookies,
+                ..
+            } => SessionLookup::Valid {
+                user,
+                expires_at,
+                set_cookies,
+                set_auth_token,
+            },
+            other => other,
+        }
     }
 
     /// `GET /ok`: is Better Auth answering at all? Used by readiness.
@@ -252,6 +275,62 @@ impl BetterAuthClient {
             _ => false,
         }
     }
+}
+
+/// The request with the one credential in its header.
+fn with_credential(
+    request: reqwest::RequestBuilder,
+    credential: &Credential,
+) -> Option<reqwest::RequestBuilder> {
+    Some(match credential {
+        Credential::Cookie(header) => request.header(COOKIE, HeaderValue::from_str(header).ok()?),
+        Credential::Bearer(token) => {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+            request.header(AUTHORIZATION, value)
+        }
+        Credential::ApiKey { header, key } => {
+            let name = reqwest::header::HeaderName::from_bytes(header.as_bytes()).ok()?;
+            request.header(name, HeaderValue::from_str(key).ok()?)
+        }
+    })
+}
+
+/// A 429 to an API key: the key's own limit (`RATE_LIMITED`, `USAGE_EXCEEDED`, with
+/// `details.tryAgainIn` in milliseconds) is the client's to wait out; anything else is Better
+/// Auth's global limiter, which makes it unavailable for everyone.
+async fn key_rate_limit(response: reqwest::Response) -> SessionLookup {
+    #[derive(Deserialize)]
+    struct Limited {
+        code: String,
+        #[serde(default)]
+        details: Option<Details>,
+    }
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(rename = "tryAgainIn")]
+        try_again_in: Option<f64>,
+    }
+    let body = read_bounded(response, MAX_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    match serde_json::from_slice::<Limited>(&body) {
+        Ok(limited) if matches!(limited.code.as_str(), "RATE_LIMITED" | "USAGE_EXCEEDED") => {
+            let retry_after = limited
+                .details
+                .and_then(|d| d.try_again_in)
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| (ms / 1000.0).ceil() as u64);
+            SessionLookup::RateLimited { retry_after }
+        }
+        _ => SessionLookup::Unavailable(Detail::UpstreamRateLimited),
+    }
+}
+
+fn text_header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// reqwest is built without a bundled crypto provider: install ring, process-wide. Installing
@@ -360,6 +439,7 @@ pub fn parse_session(body: &[u8], set_cookies: Vec<String>) -> SessionLookup {
         },
         expires_at,
         set_cookies,
+        set_auth_token: None,
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::better_auth::{ClientOptions, Endpoints};
+use crate::credentials::CredentialKind;
 use crate::decision::{IdentityHeaders, Policy};
 use crate::http::ForwardAuth;
 use crate::lookups::LookupOptions;
@@ -117,6 +118,22 @@ pub struct Args {
     /// Most bytes the cache's entries may hold, names and emails included (16 MiB)
     #[arg(long, env = "AUTHZ_CACHE_MAX_BYTES", default_value = "16777216")]
     pub cache_max_bytes: Option<String>,
+
+    /// The credentials read, in order; the first one present is the one asked about: cookie
+    /// (the session cookie), bearer (Authorization: Bearer, Better Auth's bearer plugin),
+    /// api-key (the AUTHZ_API_KEY_HEADER header, the API-key plugin with
+    /// enableSessionForAPIKeys). The proxy must pass those headers on
+    #[arg(long, env = "AUTHZ_CREDENTIALS", default_value = "cookie")]
+    pub credentials: Option<String>,
+
+    /// Header an API key comes in (the API-key plugin's apiKeyHeaders)
+    #[arg(long, env = "AUTHZ_API_KEY_HEADER", default_value = "x-api-key")]
+    pub api_key_header: Option<String>,
+
+    /// Cache and coalesce API-key lookups too: true or false. Off, each check with a key asks
+    /// Better Auth, because each get-session counts against the key's own quota
+    #[arg(long, env = "AUTHZ_CACHE_API_KEYS", default_value = "false")]
+    pub cache_api_keys: Option<String>,
 
     /// Header carrying the user id to the upstream
     #[arg(long, env = "AUTHZ_HEADER_USER_ID", default_value = "x-user-id")]
@@ -323,10 +340,13 @@ impl Config {
             cache_ttl: read!(r, a.cache_ttl_ms, millis(0, 3_600_000)),
             cache_max_entries: read!(r, a.cache_max_entries, count(1, 10_000_000)),
             cache_max_bytes: read!(r, a.cache_max_bytes, count(4096, 1 << 40)),
+            cache_api_keys: read!(r, a.cache_api_keys, boolean),
             max_inflight: read!(r, a.max_inflight, count(1, 1_000_000)),
         };
 
         let policy = Policy {
+            credentials: read!(r, a.credentials, CredentialKind::parse_list),
+            api_key_header: read!(r, a.api_key_header, header_name),
             cookie_prefix: read!(r, a.cookie_prefix, cookie_prefix),
             public_paths: read_optional!(r, a.public_paths, public_paths)
                 .flatten()

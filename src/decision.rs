@@ -10,13 +10,18 @@
 
 use time::OffsetDateTime;
 
-use crate::cookies::{BetterAuthCookies, CookieVerdict, MAX_COOKIE_HEADER_BYTES};
+use crate::cookies::MAX_COOKIE_HEADER_BYTES;
+use crate::credentials::{self, Credential, CredentialKind, Found, Presented};
 use crate::path::{NormalPath, PathError, PathPrefix, UserPathPattern};
 use crate::reason::{Detail, Reason};
 
 /// The rules, built once from the configuration.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// The credentials read, in order (`AUTHZ_CREDENTIALS`).
+    pub credentials: Vec<CredentialKind>,
+    /// The header an API key comes in (lower case).
+    pub api_key_header: String,
     pub cookie_prefix: String,
     pub public_paths: Vec<PathPrefix>,
     pub user_path: Option<UserPathPattern>,
@@ -79,6 +84,10 @@ pub struct CheckRequest<'a> {
     pub forwarded_conflict: bool,
     /// Every `Cookie` header value of the original request.
     pub cookies: Vec<&'a str>,
+    /// Every `Authorization` header value.
+    pub authorization: Vec<&'a str>,
+    /// Every value of the API-key header (`Policy::api_key_header`).
+    pub api_keys: Vec<&'a str>,
     pub origin: Option<&'a str>,
     pub access_control_request_method: Option<&'a str>,
     pub user_agent: Option<&'a str>,
@@ -98,6 +107,14 @@ impl std::fmt::Debug for CheckRequest<'_> {
             .field(
                 "cookies",
                 &format_args!("<{} redacted>", self.cookies.len()),
+            )
+            .field(
+                "authorization",
+                &format_args!("<{} redacted>", self.authorization.len()),
+            )
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
             )
             .field("origin", &self.origin)
             .field(
@@ -126,13 +143,14 @@ pub struct Pending {
     path: NormalPath,
 }
 
-/// Everything the Better Auth client sends. Holds cookie values: never log it.
+/// Everything the Better Auth client sends. Holds a credential: its `Debug` redacts it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionQuery {
-    /// Only the Better Auth cookies, `"; "`-joined, values byte for byte.
-    pub cookie_header: String,
-    /// What the answer depends on (the session cookies alone): the cache and coalescing key.
-    pub key_material: String,
+    /// The one credential forwarded.
+    pub credential: Credential,
+    /// What the answer depends on (the credential's kind and value; for cookies, the session
+    /// cookies alone): the cache and coalescing key. Never logged.
+    pub key: String,
     pub client_addr: Option<String>,
     pub user_agent: Option<String>,
 }
@@ -140,8 +158,8 @@ pub struct SessionQuery {
 impl std::fmt::Debug for SessionQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionQuery")
-            .field("cookie_header", &"<redacted>")
-            .field("key_material", &"<redacted>")
+            .field("credential", &self.credential)
+            .field("key", &"<redacted>")
             .field("client_addr", &self.client_addr)
             .field("user_agent", &self.user_agent)
             .finish()
@@ -156,10 +174,15 @@ pub enum SessionLookup {
         user: SessionUser,
         expires_at: OffsetDateTime,
         set_cookies: Vec<String>,
+        /// Better Auth's `set-auth-token` answer header (the `bearer` plugin on a refresh).
+        set_auth_token: Option<String>,
     },
     /// 200 `null` or 401: no such session (forged, signed out, expired, revoked).
     NoSession { set_cookies: Vec<String> },
-    /// Better Auth could not answer: refused, timeout, 5xx, 429, shed.
+    /// The credential itself is over its own rate limit (an API key's `RATE_LIMITED` or
+    /// `USAGE_EXCEEDED`), retry after this many seconds when Better Auth says.
+    RateLimited { retry_after: Option<u64> },
+    /// Better Auth could not answer: refused, timeout, 5xx, its global 429, shed.
     Unavailable(Detail),
     /// Better Auth answered something that is not a session.
     BadAnswer,
@@ -184,8 +207,11 @@ pub struct Decision {
     pub set_headers: Vec<(String, String)>,
     /// Upstream request headers to remove (allow only).
     pub remove_headers: Vec<String>,
-    /// `Set-Cookie` values from Better Auth for the client (allow and deny).
+    /// `Set-Cookie` values from Better Auth for the client (allow and deny; cookie sessions only).
     pub set_cookies: Vec<String>,
+    /// Other response headers for the client: `set-auth-token` for a bearer client on a
+    /// refresh, `retry-after` on `RATE_LIMITED`.
+    pub client_headers: Vec<(String, String)>,
     /// Identity headers removed rather than set because Better Auth's value could not be sent
     /// (over [`MAX_IDENTITY_VALUE_BYTES`], or control bytes), for the decision log.
     pub dropped_headers: Vec<String>,
@@ -213,6 +239,7 @@ impl Decision {
             set_headers: Vec::new(),
             remove_headers: Vec::new(),
             set_cookies: Vec::new(),
+            client_headers: Vec::new(),
             dropped_headers: Vec::new(),
         }
     }
@@ -226,6 +253,7 @@ impl Decision {
             set_headers: Vec::new(),
             remove_headers: identity.all().map(str::to_owned).collect(),
             set_cookies: Vec::new(),
+            client_headers: Vec::new(),
             dropped_headers: Vec::new(),
         }
     }
@@ -282,20 +310,37 @@ pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
         ));
     }
 
-    let cookies = BetterAuthCookies::parse(&policy.cookie_prefix, req.cookies.iter().copied());
-    match cookies.verdict() {
-        CookieVerdict::Missing => Plan::Done(Decision::deny(
+    let presented = Presented {
+        cookies: &req.cookies,
+        authorization: &req.authorization,
+        api_keys: &req.api_keys,
+    };
+    let found = credentials::find(
+        &policy.credentials,
+        &policy.cookie_prefix,
+        &policy.api_key_header,
+        presented,
+    );
+    match found {
+        Found::Nothing if policy.credentials == [CredentialKind::Cookie] => Plan::Done(
+            Decision::deny(Reason::SessionRequired, Detail::NoSessionCookie),
+        ),
+        Found::Nothing => Plan::Done(Decision::deny(
             Reason::SessionRequired,
-            Detail::NoSessionCookie,
+            Detail::NoCredential,
         )),
-        CookieVerdict::Malformed => Plan::Done(Decision::deny(
+        Found::Malformed(CredentialKind::Cookie) => Plan::Done(Decision::deny(
             Reason::SessionInvalid,
             Detail::MalformedSessionCookie,
         )),
-        CookieVerdict::Plausible => Plan::Lookup(Pending {
+        Found::Malformed(_) => Plan::Done(Decision::deny(
+            Reason::SessionInvalid,
+            Detail::MalformedCredential,
+        )),
+        Found::Plausible { credential, key } => Plan::Lookup(Pending {
             query: SessionQuery {
-                cookie_header: cookies.header,
-                key_material: cookies.session_key,
+                credential,
+                key,
                 client_addr: req.client_addr.map(str::to_owned),
                 user_agent: req.user_agent.map(str::to_owned),
             },
@@ -311,18 +356,42 @@ pub fn decide(
     lookup: SessionLookup,
     now: OffsetDateTime,
 ) -> Decision {
-    let (user, expires_at, set_cookies) = match lookup {
+    let kind = pending.query.credential.kind();
+    // Session cookies go back to a cookie client only: a bearer or API-key client (a script,
+    // a CLI, a mobile app) has no cookie jar to refresh, and clearing cookies would log out a
+    // browser that happens to share it.
+    let cookies_for_client = |set_cookies: Vec<String>| match kind {
+        CredentialKind::Cookie => set_cookies,
+        _ => Vec::new(),
+    };
+    let (user, expires_at, set_cookies, set_auth_token) = match lookup {
         SessionLookup::Valid {
             user,
             expires_at,
             set_cookies,
-        } => (user, expires_at, set_cookies),
+            set_auth_token,
+        } => (
+            user,
+            expires_at,
+            cookies_for_client(set_cookies),
+            set_auth_token,
+        ),
         SessionLookup::NoSession { set_cookies } => {
             return Decision {
-                set_cookies,
+                set_cookies: cookies_for_client(set_cookies),
                 ..Decision::deny(Reason::SessionInvalid, Detail::SessionNotFound)
             };
         }
+        SessionLookup::RateLimited { retry_after } => {
+            return Decision {
+                client_headers: retry_after
+                    .map(|secs| ("retry-after".to_owned(), secs.to_string()))
+                    .into_iter()
+                    .collect(),
+                ..Decision::deny(Reason::RateLimited, Detail::CredentialRateLimited)
+            };
+        }
+
         SessionLookup::Unavailable(detail) => {
             return Decision::deny(Reason::AuthUnavailable, detail);
         }
@@ -380,6 +449,14 @@ pub fn decide(
         }
     }
 
+    // The refreshed token goes back to a bearer client only: to a cookie or API-key client it
+    // would hand page scripts the HttpOnly session token.
+    let client_headers = match (kind, set_auth_token) {
+        (CredentialKind::Bearer, Some(token)) if is_header_safe(&token) => {
+            vec![("set-auth-token".to_owned(), token)]
+        }
+        _ => Vec::new(),
+    };
     Decision {
         reason: Reason::SessionValid,
         detail: Detail::None,
@@ -387,6 +464,7 @@ pub fn decide(
         set_headers,
         remove_headers,
         set_cookies,
+        client_headers,
         dropped_headers,
     }
 }

@@ -46,6 +46,8 @@ impl Authorization for ExtAuthz {
         let http = http_request(&check).unwrap_or(&empty);
         let headers = Headers::of(http);
         let cookies = headers.all("cookie");
+        let authorization = headers.all("authorization");
+        let api_keys = headers.all(self.authorizer.api_key_header());
         let client_addr = client_address(&check).or_else(|| {
             headers
                 .last("x-forwarded-for")
@@ -68,6 +70,8 @@ impl Authorization for ExtAuthz {
             host: Some(http.host.as_str()).filter(|h| !h.is_empty()),
             forwarded_conflict: false,
             cookies: cookies.iter().map(|c| c.as_ref()).collect(),
+            authorization: authorization.iter().map(|c| c.as_ref()).collect(),
+            api_keys: api_keys.iter().map(|c| c.as_ref()).collect(),
             origin: origin.as_deref(),
             access_control_request_method: preflight_method.as_deref(),
             user_agent: user_agent.as_deref(),
@@ -173,6 +177,7 @@ pub fn check_response(d: &Decision) -> CheckResponse {
                 .set_cookies
                 .iter()
                 .map(|c| header("set-cookie", c, true))
+                .chain(d.client_headers.iter().map(|(k, v)| header(k, v, false)))
                 .collect(),
             ..Default::default()
         })
@@ -183,6 +188,7 @@ pub fn check_response(d: &Decision) -> CheckResponse {
             header("cache-control", "no-store", false),
         ];
         headers.extend(d.set_cookies.iter().map(|c| header("set-cookie", c, true)));
+        headers.extend(d.client_headers.iter().map(|(k, v)| header(k, v, false)));
         HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
                 code: i32::from(d.reason.http_status()),

@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::any;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::authorizer::Authorizer;
@@ -48,11 +48,16 @@ async fn auth(
     headers: HeaderMap,
 ) -> Response {
     let original = Original::read(adapter.forward_auth, &headers);
-    let cookies: Vec<Cow<'_, str>> = headers
-        .get_all(COOKIE)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-        .collect();
+    let all = |name: &str| -> Vec<Cow<'_, str>> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect()
+    };
+    let cookies = all(COOKIE.as_str());
+    let authorization = all(AUTHORIZATION.as_str());
+    let api_keys = all(adapter.authorizer.api_key_header());
     let client_addr = client_address(&headers, peer);
     let origin = text_ref(&headers, "origin");
     let preflight_method = text_ref(&headers, "access-control-request-method");
@@ -70,6 +75,8 @@ async fn auth(
         host: original.host,
         forwarded_conflict: original.conflict,
         cookies: cookies.iter().map(|c| c.as_ref()).collect(),
+        authorization: authorization.iter().map(|c| c.as_ref()).collect(),
+        api_keys: api_keys.iter().map(|c| c.as_ref()).collect(),
         origin,
         access_control_request_method: preflight_method,
         user_agent,
@@ -362,6 +369,14 @@ pub fn response(d: &Decision) -> Response {
     for cookie in &d.set_cookies {
         if let Ok(value) = HeaderValue::from_str(cookie) {
             builder = builder.header(SET_COOKIE, value);
+        }
+    }
+    for (name, value) in &d.client_headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            builder = builder.header(name, value);
         }
     }
     builder.body(body).unwrap_or_else(|_| {

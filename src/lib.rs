@@ -26,6 +26,7 @@ pub mod authorizer;
 pub mod better_auth;
 pub mod config;
 pub mod cookies;
+pub mod credentials;
 pub mod decision;
 pub mod grpc;
 pub mod http;

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::better_auth::{BetterAuthClient, Outcome};
+use crate::credentials::CredentialKind;
 use crate::decision::{SessionLookup, SessionQuery, SessionUser, TraceHeaders};
 use crate::metrics::Metrics;
 use crate::reason::Detail;
@@ -42,6 +43,8 @@ pub struct LookupOptions {
     pub cache_ttl: Duration,
     pub cache_max_entries: usize,
     pub cache_max_bytes: u64,
+    /// Cache and coalesce API-key lookups too (each one counts against the key's quota).
+    pub cache_api_keys: bool,
     pub max_inflight: usize,
 }
 
@@ -77,6 +80,7 @@ pub struct Lookups {
     in_flight: Mutex<HashMap<Key, InFlight>>,
     cache: Option<SessionCache>,
     cache_ttl: Duration,
+    cache_api_keys: bool,
     /// The least an entry weighs, so that the byte bound also bounds the entry count.
     weight_floor: u64,
     permits: Arc<Semaphore>,
@@ -96,6 +100,7 @@ impl Lookups {
             in_flight: Mutex::new(HashMap::new()),
             cache,
             cache_ttl: options.cache_ttl,
+            cache_api_keys: options.cache_api_keys,
             weight_floor: (max_bytes / max_entries as u64).max(1),
             permits: Arc::new(Semaphore::new(options.max_inflight)),
         }
@@ -103,6 +108,11 @@ impl Lookups {
 
     /// Look the session up: from the cache, by joining a call in flight, or by calling.
     pub async fn lookup(&self, query: &SessionQuery, trace: TraceHeaders<'_>) -> SessionLookup {
+        if query.credential.kind() == CredentialKind::ApiKey && !self.cache_api_keys {
+            // Each get-session with an API key counts against the key's own quota: every
+            // request is asked about, neither cached nor shared.
+            return self.call(query, trace).await;
+        }
         let key = key_of(query);
 
         if let Some(cache) = &self.cache {
@@ -115,6 +125,7 @@ impl Lookups {
                         user: hit.user,
                         expires_at: hit.expires_at,
                         set_cookies: Vec::new(),
+                        set_auth_token: None,
                     };
                 }
                 _ => self.metrics.record_cache(false),
@@ -255,7 +266,7 @@ fn estimated_bytes(user: &SessionUser) -> u64 {
 }
 
 fn key_of(query: &SessionQuery) -> Key {
-    let digest = ring::digest::digest(&ring::digest::SHA256, query.key_material.as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, query.key.as_bytes());
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
     key

@@ -73,6 +73,10 @@ reasons! {
     /// The check request itself is malformed (no original URI, unusable path, forwarded
     /// headers that disagree).
     BadRequest => ("BAD_REQUEST", Deny, 400, InvalidArgument, "Malformed request"),
+    /// The credential is over its own rate limit at Better Auth (an API key's quota).
+    RateLimited => (
+        "RATE_LIMITED", Deny, 429, ResourceExhausted, "Too many requests for this credential"
+    ),
     /// The request's cookies or headers exceed what we accept.
     HeadersTooLarge => (
         "HEADERS_TOO_LARGE", Deny, 431, ResourceExhausted,
@@ -242,6 +246,13 @@ details! {
         "the headers naming the original request disagree"
     ),
     UserIdTooLong => ("user_id_too_long", "the user id is too long to be sent in a header"),
+    NoCredential => ("no_credential", "no Better Auth credential in the request"),
+    MalformedCredential => (
+        "malformed_credential", "the credential is not one Better Auth issues"
+    ),
+    CredentialRateLimited => (
+        "credential_rate_limited", "this credential is over its own rate limit, retry later"
+    ),
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_better-authz");
 
 /// Every variable the binary reads; the `--help` and config tests check against this list.
-const VARIABLES: [&str; 31] = [
+const VARIABLES: [&str; 34] = [
     "BETTER_AUTH_URL",
     "BETTER_AUTH_SESSION_PATH",
     "AUTHZ_GRPC_ADDR",
@@ -27,6 +27,9 @@ const VARIABLES: [&str; 31] = [
     "AUTHZ_CACHE_TTL_MS",
     "AUTHZ_CACHE_MAX_ENTRIES",
     "AUTHZ_CACHE_MAX_BYTES",
+    "AUTHZ_CREDENTIALS",
+    "AUTHZ_API_KEY_HEADER",
+    "AUTHZ_CACHE_API_KEYS",
     "AUTHZ_FORWARD_AUTH",
     "AUTHZ_HEADER_USER_ID",
     "AUTHZ_HEADER_USER_EMAIL",

@@ -18,6 +18,7 @@ mod props;
 use std::collections::BTreeMap;
 
 use better_authz::cookies::{BetterAuthCookies, CookieVerdict, MAX_COOKIE_HEADER_BYTES};
+use better_authz::credentials::{Credential, CredentialKind};
 use better_authz::decision::{
     Decision, IdentityHeaders, Plan, Policy, SessionLookup, SessionUser, decide, plan,
 };
@@ -47,6 +48,8 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         any::<bool>(),
     )
         .prop_map(|(public, pattern, allow_preflight)| Policy {
+            credentials: vec![CredentialKind::Cookie],
+            api_key_header: "x-api-key".into(),
             cookie_prefix: PREFIX.into(),
             public_paths: public
                 .iter()
@@ -98,7 +101,11 @@ fn lookup_strategy() -> impl Strategy<Value = SessionLookup> {
                 user: SessionUser { id, email, name },
                 expires_at: now() + time::Duration::seconds(expires_in),
                 set_cookies,
+                // Never for a cookie client, whatever Better Auth sends.
+                set_auth_token: Some("refreshed.token".into()),
             }),
+        1 => prop::option::of(0u64..100_000)
+            .prop_map(|retry_after| SessionLookup::RateLimited { retry_after }),
         2 => set_cookies().prop_map(|set_cookies| SessionLookup::NoSession { set_cookies }),
         1 => any_detail().prop_map(SessionLookup::Unavailable),
         1 => Just(SessionLookup::BadAnswer),
@@ -136,7 +143,10 @@ fn check_plan(policy: &Policy, r: &Req, planned: &Plan) -> Result<(), TestCaseEr
             prop_assert!(!(policy.allow_preflight && is_preflight(r)));
             prop_assert!(cookie_bytes <= MAX_COOKIE_HEADER_BYTES);
             prop_assert_eq!(cookies.verdict(), CookieVerdict::Plausible);
-            prop_assert_eq!(&pending.query.cookie_header, &cookies.header);
+            prop_assert_eq!(
+                &pending.query.credential,
+                &Credential::Cookie(cookies.header.clone())
+            );
             prop_assert_eq!(&pending.query.client_addr, &r.client_addr);
             prop_assert_eq!(&pending.query.user_agent, &r.user_agent);
         }
@@ -181,6 +191,14 @@ fn check_decide(
             prop_assert_eq!((d.reason, d.detail), (Reason::AuthUnavailable, *detail));
         }
         SessionLookup::BadAnswer => prop_assert_eq!(d.reason, Reason::AuthError),
+        SessionLookup::RateLimited { retry_after } => {
+            prop_assert_eq!(d.reason, Reason::RateLimited);
+            let want: Vec<(String, String)> = retry_after
+                .map(|s| ("retry-after".to_owned(), s.to_string()))
+                .into_iter()
+                .collect();
+            prop_assert_eq!(&d.client_headers, &want);
+        }
         SessionLookup::NoSession { set_cookies } => {
             prop_assert_eq!(d.reason, Reason::SessionInvalid);
             prop_assert_eq!(&d.set_cookies, set_cookies);
@@ -189,7 +207,10 @@ fn check_decide(
             user,
             expires_at,
             set_cookies,
+            ..
         } => {
+            // A cookie client never gets the bearer token.
+            prop_assert!(d.client_headers.is_empty());
             let path = NormalPath::parse(&r.path).unwrap();
             let segments: Vec<&str> = policy
                 .user_path
@@ -283,6 +304,8 @@ fn translation_another_users_path_is_always_forbidden() {
         ),
         |((pattern_raw, pattern), raw, id, id_is_the_segment, token)| {
             let policy = Policy {
+                credentials: vec![CredentialKind::Cookie],
+                api_key_header: "x-api-key".into(),
                 cookie_prefix: PREFIX.into(),
                 public_paths: vec![],
                 user_path: Some(UserPathPattern::parse(&pattern_raw).unwrap()),
@@ -323,6 +346,7 @@ fn translation_another_users_path_is_always_forbidden() {
                         },
                         expires_at: now() + time::Duration::hours(1),
                         set_cookies: vec![],
+                        set_auth_token: None,
                     };
                     let d = decide(&policy, pending, lookup, now());
                     let other = [literal, servlet].into_iter().flatten().find(|x| *x != id);

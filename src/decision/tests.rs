@@ -6,6 +6,8 @@ const TOKEN: &str = "tok123.c2ln%3D";
 
 fn policy() -> Policy {
     Policy {
+        credentials: vec![CredentialKind::Cookie],
+        api_key_header: "x-api-key".into(),
         cookie_prefix: "better-auth".into(),
         public_paths: vec![PathPrefix::parse("/api/auth/").unwrap()],
         user_path: Some(UserPathPattern::parse("/api/{user_id}/").unwrap()),
@@ -300,6 +302,7 @@ fn session(
         },
         expires_at,
         set_cookies: set_cookies.iter().map(|c| c.to_string()).collect(),
+        set_auth_token: None,
     }
 }
 
@@ -429,8 +432,11 @@ fn the_lookup_forwards_only_better_auth_cookies_and_client_facts() {
         panic!("expected a lookup")
     };
     assert_eq!(
-        pending.query.cookie_header,
-        format!("{}; better-auth.session_data=abc", session_cookie())
+        pending.query.credential,
+        Credential::Cookie(format!(
+            "{}; better-auth.session_data=abc",
+            session_cookie()
+        ))
     );
     assert_eq!(pending.query.client_addr.as_deref(), Some("203.0.113.7"));
     assert_eq!(pending.query.user_agent.as_deref(), Some("test-agent"));

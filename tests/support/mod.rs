@@ -55,6 +55,12 @@ pub enum Behavior {
     Redirect,
     /// 200 with this JSON body, as given.
     Json(String),
+    /// This status, body and response headers, as given.
+    Answer {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
 }
 
 pub struct StandInState {
@@ -180,6 +186,19 @@ fn answer(
             Behavior::Garbage => json(200, format!("<html>{TOKEN}</html>"), &[]),
             Behavior::Huge(n) => json(200, "x".repeat(n), &[]),
             Behavior::Json(body) => json(200, body, &[]),
+            Behavior::Answer {
+                status,
+                body,
+                headers,
+            } => {
+                let mut b = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json");
+                for (k, v) in headers {
+                    b = b.header(k, v);
+                }
+                b.body(Body::from(body)).unwrap()
+            }
             Behavior::Redirect => Response::builder()
                 .status(StatusCode::FOUND)
                 .header("location", "http://198.51.100.1/elsewhere")
@@ -497,6 +516,8 @@ pub struct Answer {
     pub set: Vec<(String, String, Option<bool>)>,
     pub removed: Vec<String>,
     pub cookies: Vec<String>,
+    /// Other headers for the client on an allow (`response_headers_to_add` but `set-cookie`).
+    pub client: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -529,9 +550,12 @@ pub fn flatten(resp: CheckResponse) -> Answer {
             a.removed = ok.headers_to_remove;
             for h in ok.response_headers_to_add {
                 let hv = h.header.unwrap();
-                assert_eq!(hv.key, "set-cookie");
-                assert_eq!(h.append.map(|b| b.value), Some(true), "cookies must append");
-                a.cookies.push(hv.value);
+                if hv.key == "set-cookie" {
+                    assert_eq!(h.append.map(|b| b.value), Some(true), "cookies must append");
+                    a.cookies.push(hv.value);
+                } else {
+                    a.client.push((hv.key, hv.value));
+                }
             }
         }
         Some(HttpResponse::DeniedResponse(denied)) => {

@@ -402,23 +402,7 @@ pub fn req_strategy() -> impl Strategy<Value = Req> {
         )
 }
 
-pub const ALL_DETAILS: [Detail; 15] = [
-    Detail::None,
-    Detail::NoSessionCookie,
-    Detail::MalformedSessionCookie,
-    Detail::SessionNotFound,
-    Detail::SessionExpired,
-    Detail::PathOwnedByOtherUser,
-    Detail::UpstreamTimeout,
-    Detail::UpstreamUnreachable,
-    Detail::UpstreamRateLimited,
-    Detail::UpstreamServerError,
-    Detail::Overloaded,
-    Detail::UpstreamBadAnswer,
-    Detail::MissingOriginalUri,
-    Detail::InvalidPath,
-    Detail::CookieHeaderTooLarge,
-];
+pub const ALL_DETAILS: &[Detail] = Detail::ALL;
 
 /// Both renderings of any decision.
 #[allow(deprecated)]
@@ -443,6 +427,11 @@ pub fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseE
         .iter()
         .map(|c| ("set-cookie".to_owned(), c.clone(), Some(true)))
         .collect();
+    let client_headers: Flat = d
+        .client_headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), Some(false)))
+        .collect();
     let resp = better_authz::grpc::check_response(d);
     let code = resp.status.as_ref().map(|s| s.code);
     prop_assert_eq!(code, Some(d.reason.grpc_code() as i32));
@@ -462,7 +451,9 @@ pub fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseE
                 "identity overwrites, never appends"
             );
             prop_assert_eq!(&ok.headers_to_remove, &d.remove_headers);
-            prop_assert_eq!(flat(&ok.response_headers_to_add), cookies);
+            let mut to_client = cookies.clone();
+            to_client.extend(client_headers.clone());
+            prop_assert_eq!(flat(&ok.response_headers_to_add), to_client);
         }
         Some(HttpResponse::DeniedResponse(denied)) => {
             prop_assert!(!d.is_allow());
@@ -479,10 +470,12 @@ pub fn check_rendering(d: &Decision, secrets: &[String]) -> Result<(), TestCaseE
             .map(|(name, value)| ((*name).into(), (*value).into(), Some(false)))
             .collect();
             want.extend(cookies);
+            want.extend(client_headers);
             prop_assert_eq!(
                 flat(&denied.headers),
                 want,
-                "a deny carries its content type, no-store, Better Auth's cookies and nothing else"
+                "a deny carries its content type, no-store, Better Auth's cookies, its own client \
+                 headers and nothing else"
             );
         }
         other => prop_assert!(false, "unexpected {other:?}"),
