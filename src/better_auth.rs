@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::credentials::{Credential, CredentialKind};
 use crate::decision::{SessionLookup, SessionQuery, SessionUser};
+use crate::headers;
 use crate::reason::Detail;
 
 /// Largest session body we read. A real one is well under 2 KiB; plugins add fields, so leave
@@ -46,6 +47,10 @@ pub struct ClientOptions {
     pub pool_max_idle: usize,
     /// Extra PEM roots for an https:// Better Auth (added to the system's).
     pub ca: Option<CaBundle>,
+    /// The `AUTHZ_HEADER_MAP` paths to read from each answer.
+    pub fields: Vec<Vec<String>>,
+    /// Keep the `jwt` plugin's `set-auth-jwt` (`AUTHZ_HEADER_JWT` is set).
+    pub jwt: bool,
 }
 
 /// CA certificates read from a PEM file at start-up.
@@ -72,6 +77,8 @@ pub struct BetterAuthClient {
     http: reqwest::Client,
     endpoints: Endpoints,
     timeout: Duration,
+    fields: Vec<Vec<String>>,
+    jwt: bool,
 }
 
 // === impl Endpoints ===
@@ -158,6 +165,8 @@ impl BetterAuthClient {
             http,
             endpoints,
             timeout: options.timeout,
+            fields: options.fields.clone(),
+            jwt: options.jwt,
         })
     }
 
@@ -251,18 +260,23 @@ impl BetterAuthClient {
             }
         };
         let set_auth_token = text_header(&response_headers, "set-auth-token");
-        match parse_session(&body, set_cookies) {
+        match parse_session(&body, set_cookies, &self.fields) {
             SessionLookup::Valid {
-                user,
+                mut user,
                 expires_at,
                 set_cookies,
                 ..
-            } => SessionLookup::Valid {
-                user,
-                expires_at,
-                set_cookies,
-                set_auth_token,
-            },
+            } => {
+                if self.jwt {
+                    user.jwt = text_header(&response_headers, "set-auth-jwt");
+                }
+                SessionLookup::Valid {
+                    user,
+                    expires_at,
+                    set_cookies,
+                    set_auth_token,
+                }
+            }
             other => other,
         }
     }
@@ -403,12 +417,30 @@ enum Instant {
 
 /// Turn a 200 body into a lookup outcome. Logs parse failures by position and category only:
 /// serde's messages can quote the offending value, and the body holds the session token.
-pub fn parse_session(body: &[u8], set_cookies: Vec<String>) -> SessionLookup {
+///
+/// `fields` are the `AUTHZ_HEADER_MAP` paths: without any, the body is read into the few typed
+/// fields only; with some, into a JSON value first, so that any field can be mapped.
+pub fn parse_session(
+    body: &[u8],
+    set_cookies: Vec<String>,
+    fields: &[Vec<String>],
+) -> SessionLookup {
     let body = body.trim_ascii();
     if body == b"null" {
         return SessionLookup::NoSession { set_cookies };
     }
-    let parsed: SessionBody = match serde_json::from_slice(body) {
+    let parsed = if fields.is_empty() {
+        serde_json::from_slice(body).map(|parsed| (parsed, Vec::new()))
+    } else {
+        serde_json::from_slice::<serde_json::Value>(body).and_then(|value| {
+            let mapped = fields
+                .iter()
+                .map(|f| headers::field_text(&value, f))
+                .collect();
+            SessionBody::deserialize(&value).map(|parsed| (parsed, mapped))
+        })
+    };
+    let (parsed, mapped): (SessionBody, Vec<Option<String>>) = match parsed {
         Ok(parsed) => parsed,
         Err(error) => {
             tracing::warn!(
@@ -436,6 +468,8 @@ pub fn parse_session(body: &[u8], set_cookies: Vec<String>) -> SessionLookup {
             id: parsed.user.id,
             email: parsed.user.email,
             name: parsed.user.name,
+            mapped,
+            jwt: None,
         },
         expires_at,
         set_cookies,
@@ -452,7 +486,7 @@ mod tests {
         let body = br#"{"session":{"expiresAt":"2026-12-03T01:02:03.456Z","token":"SECRET","createdAt":"2026-11-26T01:02:03.456Z","updatedAt":"2026-11-26T01:02:03.456Z","ipAddress":"","userAgent":"curl","userId":"u1","id":"s1"},"user":{"name":"Ann","email":"ann@example.com","emailVerified":false,"image":null,"createdAt":"2026-11-26T01:02:03.450Z","updatedAt":"2026-11-26T01:02:03.450Z","id":"u1"}}"#;
         let SessionLookup::Valid {
             user, expires_at, ..
-        } = parse_session(body, vec![])
+        } = parse_session(body, vec![], &[])
         else {
             panic!("expected a valid session");
         };
@@ -466,7 +500,7 @@ mod tests {
     fn null_is_no_session() {
         for body in [&b"null"[..], b" null\n"] {
             assert_eq!(
-                parse_session(body, vec!["c=1".into()]),
+                parse_session(body, vec!["c=1".into()], &[]),
                 SessionLookup::NoSession {
                     set_cookies: vec!["c=1".into()]
                 }
@@ -488,7 +522,7 @@ mod tests {
             br#"{"user":{"id":"u1"},"session":{"expiresAt":null}}"#,
         ] {
             assert_eq!(
-                parse_session(body, vec![]),
+                parse_session(body, vec![], &[]),
                 SessionLookup::BadAnswer,
                 "{}",
                 String::from_utf8_lossy(body)
@@ -499,7 +533,7 @@ mod tests {
     #[test]
     fn epoch_millis_are_accepted() {
         let body = br#"{"user":{"id":"u1"},"session":{"expiresAt":1800000000000}}"#;
-        let SessionLookup::Valid { expires_at, .. } = parse_session(body, vec![]) else {
+        let SessionLookup::Valid { expires_at, .. } = parse_session(body, vec![], &[]) else {
             panic!("expected a valid session");
         };
         assert_eq!(expires_at.unix_timestamp(), 1_800_000_000);

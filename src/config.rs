@@ -19,6 +19,7 @@ use clap::Parser;
 use crate::better_auth::{ClientOptions, Endpoints};
 use crate::credentials::CredentialKind;
 use crate::decision::{IdentityHeaders, Policy};
+use crate::headers;
 use crate::http::ForwardAuth;
 use crate::lookups::LookupOptions;
 use crate::tls::{TlsError, TlsFiles, TlsSettings};
@@ -134,6 +135,24 @@ pub struct Args {
     /// Better Auth, because each get-session counts against the key's own quota
     #[arg(long, env = "AUTHZ_CACHE_API_KEYS", default_value = "false")]
     pub cache_api_keys: Option<String>,
+
+    /// Header the jwt plugin's token (set-auth-jwt) goes to the back end in, e.g. x-user-jwt, or
+    /// authorization (sent as Bearer <jwt>). Removed on every allow without a fresh one, never
+    /// sent to the client [default: unset]
+    #[arg(long, env = "AUTHZ_HEADER_JWT")]
+    pub header_jwt: Option<String>,
+
+    /// Extra identity headers from fields of get-session's answer, e.g.
+    /// x-user-role=user.role,x-org-id=session.activeOrganizationId. Absent or null fields remove
+    /// the header [default: unset]
+    #[arg(long, env = "AUTHZ_HEADER_MAP")]
+    pub header_map: Option<String>,
+
+    /// Remove the configured credentials (Better Auth cookies, a bearer Authorization, the
+    /// API-key header) before the back end: true or false. Leave it off when a server-rendered
+    /// app behind the proxy reads its own session cookie
+    #[arg(long, env = "AUTHZ_STRIP_CREDENTIALS", default_value = "false")]
+    pub strip_credentials: Option<String>,
 
     /// Header carrying the user id to the upstream
     #[arg(long, env = "AUTHZ_HEADER_USER_ID", default_value = "x-user-id")]
@@ -325,6 +344,7 @@ impl Config {
             timeout: read!(r, a.upstream_timeout_ms, millis(1, MAX_UPSTREAM_TIMEOUT_MS)),
             pool_max_idle: read!(r, a.upstream_pool_max_idle, count(0, 100_000)),
             ca: read_optional!(r, a.better_auth_ca_file, ca_bundle).flatten(),
+            ..Default::default()
         };
 
         let listeners = ListenerConfig {
@@ -358,6 +378,17 @@ impl Config {
                 email: read!(r, a.header_user_email, header_name),
                 name: read!(r, a.header_user_name, header_name),
             },
+            header_map: read_optional!(r, a.header_map, headers::parse_map)
+                .flatten()
+                .unwrap_or_default(),
+            jwt_header: read_optional!(r, a.header_jwt, jwt_header).flatten(),
+            strip_credentials: read!(r, a.strip_credentials, boolean),
+        };
+        // The client reads what the policy sends on.
+        let upstream = ClientOptions {
+            fields: policy.header_map.iter().map(|m| m.path.clone()).collect(),
+            jwt: policy.jwt_header.is_some(),
+            ..upstream
         };
 
         let shutdown = ShutdownConfig {
@@ -380,6 +411,7 @@ impl Config {
 
         let tls = read_tls(&mut r, a);
         check_across(&mut r, &listeners, &policy.identity);
+        check_names(&mut r, &policy);
         let summary = r.finish()?;
         let Some(better_auth) = endpoints else {
             // Unreachable: a missing or bad URL was recorded above.
@@ -436,6 +468,27 @@ fn check_across(r: &mut Reader, l: &ListenerConfig, identity: &IdentityHeaders) 
         r.problem(
             "header_user_name",
             format!("{name:?} is also another identity header"),
+        );
+    }
+}
+
+/// Every header the service writes upstream has one meaning: the mapped headers, the JWT's
+/// and the API key's name none of the others.
+fn check_names(r: &mut Reader, p: &Policy) {
+    let identity: Vec<&str> = p.identity.all().collect();
+    let taken = |name: &str| identity.contains(&name) || name == p.api_key_header;
+    for m in &p.header_map {
+        if taken(&m.name) || p.jwt_header.as_deref() == Some(m.name.as_str()) {
+            let problem = format!("{:?} is already an identity, JWT or API-key header", m.name);
+            r.problem("header_map", problem);
+        }
+    }
+    if let Some(jwt) = &p.jwt_header
+        && taken(jwt)
+    {
+        r.problem(
+            "header_jwt",
+            format!("{jwt:?} is already an identity or API-key header"),
         );
     }
 }

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::cookies::MAX_COOKIE_HEADER_BYTES;
 use crate::credentials::{self, Credential, CredentialKind, Found, Presented};
+use crate::headers::{self, Edits, MappedHeader};
 use crate::path::{NormalPath, PathError, PathPrefix, UserPathPattern};
 use crate::reason::{Detail, Reason};
 
@@ -27,6 +28,12 @@ pub struct Policy {
     pub user_path: Option<UserPathPattern>,
     pub allow_preflight: bool,
     pub identity: IdentityHeaders,
+    /// Fields of Better Auth's answer sent as headers (`AUTHZ_HEADER_MAP`).
+    pub header_map: Vec<MappedHeader>,
+    /// Where the `jwt` plugin's token goes (`AUTHZ_HEADER_JWT`).
+    pub jwt_header: Option<String>,
+    /// Remove the request's credentials before the back end (`AUTHZ_STRIP_CREDENTIALS`).
+    pub strip_credentials: bool,
 }
 
 /// Lower-case names of the headers that carry the identity to the upstream.
@@ -141,6 +148,8 @@ pub enum Plan {
 pub struct Pending {
     pub query: SessionQuery,
     path: NormalPath,
+    /// The credentials to strip on an allow.
+    strip: Edits,
 }
 
 /// Everything the Better Auth client sends. Holds a credential: its `Debug` redacts it.
@@ -193,6 +202,10 @@ pub struct SessionUser {
     pub id: String,
     pub email: Option<String>,
     pub name: Option<String>,
+    /// The `AUTHZ_HEADER_MAP` fields, in the map's order.
+    pub mapped: Vec<Option<String>>,
+    /// The `jwt` plugin's `set-auth-jwt`, when `AUTHZ_HEADER_JWT` asks for it.
+    pub jwt: Option<String>,
 }
 
 /// The outcome of a check, for any transport.
@@ -244,14 +257,18 @@ impl Decision {
         }
     }
 
-    /// An allow that strips every identity header the client may have sent.
-    fn allow_anonymous(reason: Reason, identity: &IdentityHeaders) -> Self {
+    /// An allow that removes every identity header the client may have sent (and the
+    /// credentials, when stripping).
+    fn allow_anonymous(reason: Reason, policy: &Policy, strip: Edits) -> Self {
+        let session_headers = policy.identity.all().chain(headers::session_only(policy));
+        let mut remove_headers: Vec<String> = session_headers.map(str::to_owned).collect();
+        remove_headers.extend(strip.remove);
         Decision {
             reason,
             detail: Detail::None,
             user_id: None,
-            set_headers: Vec::new(),
-            remove_headers: identity.all().map(str::to_owned).collect(),
+            set_headers: strip.set,
+            remove_headers,
             set_cookies: Vec::new(),
             client_headers: Vec::new(),
             dropped_headers: Vec::new(),
@@ -291,14 +308,16 @@ pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
     if policy.public_paths.iter().any(|p| p.matches(&path)) {
         return Plan::Done(Decision::allow_anonymous(
             Reason::PublicPath,
-            &policy.identity,
+            policy,
+            headers::strip(policy, req),
         ));
     }
 
     if policy.allow_preflight && is_preflight(req) {
         return Plan::Done(Decision::allow_anonymous(
             Reason::Preflight,
-            &policy.identity,
+            policy,
+            headers::strip(policy, req),
         ));
     }
 
@@ -345,6 +364,7 @@ pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
                 user_agent: req.user_agent.map(str::to_owned),
             },
             path,
+            strip: headers::strip(policy, req),
         }),
     }
 }
@@ -428,26 +448,20 @@ pub fn decide(
         };
     }
 
-    let mut set_headers = vec![(policy.identity.user_id.clone(), user.id.clone())];
-    let mut remove_headers = Vec::new();
-    let mut dropped_headers = Vec::new();
+    // Every header set or removed: a missing (or unsendable) value must not leave a
+    // client-sent header in place.
+    let mut edits = pending.strip;
+    edits
+        .set
+        .push((policy.identity.user_id.clone(), user.id.clone()));
     for (name, value) in [
-        (&policy.identity.email, user.email),
-        (&policy.identity.name, user.name),
+        (&policy.identity.email, &user.email),
+        (&policy.identity.name, &user.name),
     ] {
         let value = value.as_deref().map(str::trim).filter(|v| !v.is_empty());
-        match value {
-            Some(v) if is_header_safe(v) && v.len() <= MAX_IDENTITY_VALUE_BYTES => {
-                set_headers.push((name.clone(), v.to_owned()));
-            }
-            // A missing (or unsendable) value must not leave a client-sent header in place.
-            Some(_) => {
-                remove_headers.push(name.clone());
-                dropped_headers.push(name.clone());
-            }
-            None => remove_headers.push(name.clone()),
-        }
+        edits.set_or_remove(name, value.map(str::to_owned), MAX_IDENTITY_VALUE_BYTES);
     }
+    headers::from_session(policy, &user, &mut edits);
 
     // The refreshed token goes back to a bearer client only: to a cookie or API-key client it
     // would hand page scripts the HttpOnly session token.
@@ -461,11 +475,11 @@ pub fn decide(
         reason: Reason::SessionValid,
         detail: Detail::None,
         user_id: Some(user.id),
-        set_headers,
-        remove_headers,
+        set_headers: edits.set,
+        remove_headers: edits.remove,
         set_cookies,
         client_headers,
-        dropped_headers,
+        dropped_headers: edits.dropped,
     }
 }
 

@@ -29,6 +29,7 @@ pub mod cookies;
 pub mod credentials;
 pub mod decision;
 pub mod grpc;
+pub mod headers;
 pub mod http;
 pub mod lookups;
 pub mod metrics;

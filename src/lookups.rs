@@ -27,6 +27,7 @@ use tracing::field::Empty;
 use crate::better_auth::{BetterAuthClient, Outcome};
 use crate::credentials::CredentialKind;
 use crate::decision::{SessionLookup, SessionQuery, SessionUser, TraceHeaders};
+use crate::headers;
 use crate::metrics::Metrics;
 use crate::reason::Detail;
 use crate::telemetry;
@@ -173,9 +174,14 @@ impl Lookups {
             },
         ) = (&self.cache, &lookup)
         {
-            let left = (*expires_at - OffsetDateTime::now_utc())
-                .try_into()
-                .unwrap_or(Duration::ZERO);
+            let now = OffsetDateTime::now_utc();
+            // Never past the session's end, nor past the JWT's: a cached JWT is never served
+            // expired (one without a readable `exp` is not cached at all).
+            let mut until = *expires_at;
+            if let Some(jwt) = &user.jwt {
+                until = headers::jwt_expiry(jwt).map_or(now, |exp| until.min(exp));
+            }
+            let left = (until - now).try_into().unwrap_or(Duration::ZERO);
             let keep = self.cache_ttl.min(left);
             if !keep.is_zero() {
                 cache.insert(
@@ -259,9 +265,12 @@ impl Drop for LeaderGuard<'_> {
 
 /// What an entry for `user` holds in memory, about.
 fn estimated_bytes(user: &SessionUser) -> u64 {
+    let text = |v: &Option<String>| v.as_ref().map_or(0, String::len);
     let strings = user.id.len()
-        + user.email.as_ref().map_or(0, String::len)
-        + user.name.as_ref().map_or(0, String::len);
+        + text(&user.email)
+        + text(&user.name)
+        + text(&user.jwt)
+        + user.mapped.iter().map(text).sum::<usize>();
     ENTRY_OVERHEAD_BYTES + strings as u64
 }
 

@@ -11,7 +11,7 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_better-authz");
 
 /// Every variable the binary reads; the `--help` and config tests check against this list.
-const VARIABLES: [&str; 34] = [
+const VARIABLES: [&str; 37] = [
     "BETTER_AUTH_URL",
     "BETTER_AUTH_SESSION_PATH",
     "AUTHZ_GRPC_ADDR",
@@ -30,6 +30,9 @@ const VARIABLES: [&str; 34] = [
     "AUTHZ_CREDENTIALS",
     "AUTHZ_API_KEY_HEADER",
     "AUTHZ_CACHE_API_KEYS",
+    "AUTHZ_HEADER_JWT",
+    "AUTHZ_HEADER_MAP",
+    "AUTHZ_STRIP_CREDENTIALS",
     "AUTHZ_FORWARD_AUTH",
     "AUTHZ_HEADER_USER_ID",
     "AUTHZ_HEADER_USER_EMAIL",

@@ -58,6 +58,9 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
             user_path: pattern.map(|(raw, _)| UserPathPattern::parse(&raw).unwrap()),
             allow_preflight,
             identity: identity(),
+            header_map: vec![],
+            jwt_header: None,
+            strip_credentials: false,
         })
 }
 
@@ -98,7 +101,13 @@ fn lookup_strategy() -> impl Strategy<Value = SessionLookup> {
             set_cookies(),
         )
             .prop_map(|(id, email, name, expires_in, set_cookies)| SessionLookup::Valid {
-                user: SessionUser { id, email, name },
+                user: SessionUser {
+                    id,
+                    email,
+                    name,
+                    mapped: vec![],
+                    jwt: None,
+                },
                 expires_at: now() + time::Duration::seconds(expires_in),
                 set_cookies,
                 // Never for a cookie client, whatever Better Auth sends.
@@ -311,6 +320,9 @@ fn translation_another_users_path_is_always_forbidden() {
                 user_path: Some(UserPathPattern::parse(&pattern_raw).unwrap()),
                 allow_preflight: true,
                 identity: identity(),
+                header_map: vec![],
+                jwt_header: None,
+                strip_credentials: false,
             };
             let cookie = format!("better-auth.session_token={token}");
             let r = Req {
@@ -343,6 +355,8 @@ fn translation_another_users_path_is_always_forbidden() {
                             id: id.clone(),
                             email: None,
                             name: None,
+                            mapped: vec![],
+                            jwt: None,
                         },
                         expires_at: now() + time::Duration::hours(1),
                         set_cookies: vec![],

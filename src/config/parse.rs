@@ -133,6 +133,14 @@ pub fn header_name(raw: &str) -> Result<String, String> {
     Ok(name.as_str().to_owned())
 }
 
+/// The JWT's header: any header name the identity headers may take, or `authorization`.
+pub fn jwt_header(raw: &str) -> Result<String, String> {
+    if raw.eq_ignore_ascii_case("authorization") {
+        return Ok("authorization".into());
+    }
+    header_name(raw)
+}
+
 pub fn log_format(raw: &str) -> Result<LogFormat, String> {
     match raw.to_ascii_lowercase().as_str() {
         "text" => Ok(LogFormat::Text),

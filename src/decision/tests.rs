@@ -17,6 +17,9 @@ fn policy() -> Policy {
             email: "x-user-email".into(),
             name: "x-user-name".into(),
         },
+        header_map: vec![],
+        jwt_header: None,
+        strip_credentials: false,
     }
 }
 
@@ -299,6 +302,8 @@ fn session(
             id: id.into(),
             email: email.map(str::to_owned),
             name: name.map(str::to_owned),
+            mapped: vec![],
+            jwt: None,
         },
         expires_at,
         set_cookies: set_cookies.iter().map(|c| c.to_string()).collect(),
