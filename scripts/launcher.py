@@ -56,6 +56,11 @@ PORT_LABELS = {
 ENVOY_PORTS = ("envoy", "envoy_admin", "authz_grpc", "better_auth", "todo")
 NGINX_PORTS = ("nginx", "authz_http", "better_auth", "todo")
 SHIPPED_CHECK_TIMEOUT = "0.25s"  # envoy/envoy.yaml's ext_authz deadline
+# The credentials the stack's better-authz reads (AUTHZ_CREDENTIALS; the binary's default is `cookie`): the
+# session cookie, Better Auth's bearer plugin (Authorization: Bearer) and its API-key plugin (x-api-key), all
+# three enabled in demo/better-auth/server.mjs and passed on by both shipped proxy configs. Only stack() sets
+# it: authz_env() (more instances in the tests, the benchmark) keeps the binary's default.
+STACK_CREDENTIALS = "cookie,bearer,api-key"
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -298,13 +303,13 @@ def authz_bin_from_env(default: Path) -> Path:
 # `wrap`: a command prefix such as ["taskset", "-c", "1"]; it must exec the command (the pid stays the same).
 
 def better_auth(log_dir: Path, port: int, *, secret: str, trusted_origins: Iterable[str] = (),
-                env: dict[str, str] | None = None, wrap: list[str] = ()) -> Proc:
+                env: dict[str, str] | None = None, wrap: list[str] = (), name: str = "better-auth") -> Proc:
     url = f"http://127.0.0.1:{port}"
     full = {"PORT": str(port), "HOST": "127.0.0.1", "BETTER_AUTH_SECRET": secret, "BETTER_AUTH_URL": url}
     if trusted_origins:
         full["TRUSTED_ORIGINS"] = ",".join(trusted_origins)
-    return Proc("better-auth", [*wrap, "node", ROOT / "demo" / "better-auth" / "server.mjs"], {**full, **(env or {})},
-                log_dir=log_dir, ready=[http_ready("Better Auth", f"{url}/api/auth/ok")])
+    return Proc(name, [*wrap, "node", ROOT / "demo" / "better-auth" / "server.mjs"], {**full, **(env or {})},
+                log_dir=log_dir, ready=[http_ready(name, f"{url}/api/auth/ok")])
 
 
 def todo_backend(log_dir: Path, port: int, admin_port: int, *, wrap: list[str] = ()) -> Proc:
@@ -374,7 +379,7 @@ def stack(log_dir: Path, ports: dict[str, int], *, authz_bin: Path, nginx_bin: P
     # Both proxies are the browser-facing origins (server.mjs's default, on the demo ports).
     origins = [f"http://{host}:{p[proxy]}" for proxy in ("envoy", "nginx") for host in ("127.0.0.1", "localhost")]
     authz = {**authz_env(f"http://127.0.0.1:{p['better_auth']}", p["authz_grpc"], p["authz_http"], p["authz_admin"],
-                         upstream_timeout_ms), **(authz_extra or {})}
+                         upstream_timeout_ms), "AUTHZ_CREDENTIALS": STACK_CREDENTIALS, **(authz_extra or {})}
     return {
         "better_auth": better_auth(log_dir, p["better_auth"], secret=secret, trusted_origins=origins,
                                    env=better_auth_env),
@@ -453,7 +458,17 @@ Try it (paste into another shell):
   curl -i -b {jar} {envoy_url}/api/someone-else/tasks
   curl -i -b {jar} {nginx_url}/api/someone-else/tasks
 
-  # 5. What the back end really received, and better-authz's metrics.
+  # 5. Without a cookie: a bearer token (Better Auth's bearer plugin; sign-in answers it in the
+  #    set-auth-token header) or an API key (the API-key plugin; created here with the cookie session).
+  TOKEN=$(curl -s -o /dev/null -D - -H 'Origin: {envoy_url}' -H 'Content-Type: application/json' \\
+       -d '{{"email":"alice@example.com","password":"correct-horse-battery"}}' {envoy_url}/api/auth/sign-in/email \\
+       | tr -d '\\r' | sed -n 's/^set-auth-token: //Ip')
+  curl -i -H "Authorization: Bearer $TOKEN" {envoy_url}/api/$USER_ID/tasks
+  KEY=$(curl -s -b {jar} -H 'Origin: {envoy_url}' -H 'Content-Type: application/json' -d '{{}}' \\
+       {envoy_url}/api/auth/api-key/create | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  curl -i -H "x-api-key: $KEY" {nginx_url}/api/$USER_ID/tasks
+
+  # 6. What the back end really received, and better-authz's metrics.
   curl -s http://127.0.0.1:{p['todo_admin']}/requests | python3 -m json.tool
   curl -s http://127.0.0.1:{p['authz_admin']}/metrics | grep -v '^#' | head -40
 
@@ -461,7 +476,8 @@ Press Ctrl-C to stop everything."""
 
 
 def _smoke(p: dict[str, int]) -> bool:
-    """The walkthrough, checked: sign up through Envoy, then 401 / 200 / 403 through both proxies."""
+    """The walkthrough, checked: sign up through Envoy, then 401 / 200 / 403 through both proxies, and 200 with
+    the bearer token from the sign-up and with an API key."""
     def call(port, method, path, headers=None, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request(method, path, body=body, headers=headers or {})
@@ -487,12 +503,21 @@ def _smoke(p: dict[str, int]) -> bool:
     cookie = next((v.split(";", 1)[0] for k, v in headers if k.lower() == "set-cookie"
                    and v.startswith("better-auth.session_token=")), "")
     user_id = json.loads(body)["user"]["id"] if status == 200 else "missing"
+    token = next((v for k, v in headers if k.lower() == "set-auth-token"), "")
+    status, _, body = call(envoy_port, "POST", "/api/auth/api-key/create",
+                           {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{envoy_port}",
+                            "Cookie": cookie}, "{}")
+    expect("API key created through Envoy", status, 200)
+    key = json.loads(body).get("key", "") if status == 200 else ""
     for name, port in (("Envoy", envoy_port), ("nginx", nginx_port)):
         expect(f"{name}: no cookie", call(port, "GET", f"/api/{user_id}/tasks")[0], 401)
         expect(f"{name}: with cookie", call(port, "GET", f"/api/{user_id}/tasks", {"Cookie": cookie})[0], 200)
         expect(f"{name}: other user's path", call(port, "GET", "/api/someone-else/tasks", {"Cookie": cookie})[0], 403)
+        expect(f"{name}: bearer token", call(port, "GET", f"/api/{user_id}/tasks",
+                                             {"Authorization": f"Bearer {token}"})[0], 200)
+        expect(f"{name}: API key", call(port, "GET", f"/api/{user_id}/tasks", {"x-api-key": key})[0], 200)
     seen = json.loads(call(p["todo_admin"], "GET", "/requests")[2])
-    expect("requests the back end saw", len(seen), 2)
+    expect("requests the back end saw", len(seen), 6)
     return not failures
 
 

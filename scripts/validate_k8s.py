@@ -250,6 +250,7 @@ def sample_value(key: str, prop: dict[str, Any]) -> str:
         "AUTHZ_UPSTREAM_TIMEOUT_MS": "200",
         "AUTHZ_SHUTDOWN_TIMEOUT_MS": "10000",
         "AUTHZ_ALLOW_PREFLIGHT": "true",
+        "AUTHZ_CREDENTIALS": "cookie,bearer,api-key",
         "AUTHZ_GRPC_ADDR": "0.0.0.0:9001",
         "AUTHZ_HTTP_ADDR": "0.0.0.0:9002",
         "AUTHZ_ADMIN_ADDR": "0.0.0.0:9090",
@@ -318,6 +319,7 @@ HELM_MUST_FAIL = {
     "both listeners off": ({"grpc": {"enabled": False}, "http": {"enabled": False}}, "http.enabled"),
     "listener off through config": ({"config": {"AUTHZ_HTTP_ADDR": "Off"}}, "http.enabled"),
     "unknown forward-auth mode": ({"config": {"AUTHZ_FORWARD_AUTH": "apache"}}, "AUTHZ_FORWARD_AUTH"),
+    "unknown credential": ({"config": {"AUTHZ_CREDENTIALS": "cookie,basic"}}, "AUTHZ_CREDENTIALS"),
 }
 
 # Objects the default rendering must contain (on by default).

@@ -2,6 +2,15 @@
 //
 // Node 20, `better-auth` from the npm registry (pinned in package.json), the in-memory adapter
 // (no database to install; every restart forgets all users and sessions), e-mail + password sign-up.
+// Plugins, as a deployment that uses better-authz's AUTHZ_CREDENTIALS would have them:
+//   bearer()        get-session accepts `Authorization: Bearer <token>`; sign-in/sign-up answer it
+//                   in `set-auth-token`
+//   jwt()           get-session answers a `set-auth-jwt` header (for back ends, never for browsers)
+//   admin()         user.role / user.banned
+//   organization()  organizations and memberships
+//   apiKey()        @better-auth/api-key (pinned; installed with legacy-peer-deps, see .npmrc):
+//                   get-session with `x-api-key: <key>` answers the key owner's session
+//                   (enableSessionForAPIKeys); each such call counts against the key's own limit
 // Everything is configured through environment variables so the demo and the tests can run
 // several instances on different ports:
 //
@@ -14,13 +23,27 @@
 //   SESSION_UPDATE_AGE   refresh interval, seconds         (default Better Auth's: 1 day); 1-2 s makes
 //                        get-session answer with a refreshed Set-Cookie, which the tests rely on
 //   RATE_LIMIT_ENABLED   "true"/"false"                    (default true, as Better Auth does in production)
+//   RATE_LIMIT_GET_SESSION_MAX  get-session calls allowed per 10 s and client address (default: unset,
+//                        get-session is exempt from the limiter; tests set it to see Better Auth's own 429)
 //   BETTER_AUTH_DEBUG_RECORD  "1" records the headers of every request in memory and serves them at
-//                        GET/DELETE /__debug/requests (tests only; off by default; never behind a proxy route)
+//                        GET/DELETE /__debug/requests, and adds the test-only endpoints below (tests
+//                        only; off by default; never behind a proxy route: the direct port only)
+//
+// Test-only endpoints (BETTER_AUTH_DEBUG_RECORD=1; JSON in, JSON out; server-side calls, no session):
+//   POST /__debug/api-key       {userId, expiresIn?, rateLimitEnabled?, rateLimitMax?, rateLimitTimeWindow?,
+//                               remaining?, prefix?, name?, enabled?}  -> the created key, `key` included.
+//                               auth.api.createApiKey (expiresIn in seconds, rateLimitTimeWindow in ms);
+//                               enabled: false disables it afterwards (auth.api.updateApiKey).
+//   POST /__debug/role          {userId, role}  (role: "admin" or ["admin", "user"]) -> the user
+//   POST /__debug/organization  {userId, name?, slug?, members?: [{userId, role}]}  -> the organization
+//                               (userId is its owner; auth.api.createOrganization + auth.api.addMember)
 
 import http from "node:http";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
 import { toNodeHandler } from "better-auth/node";
+import { admin, bearer, jwt, organization } from "better-auth/plugins";
+import { apiKey } from "@better-auth/api-key";
 
 const DEV_SECRET = "better-authz-demo-dev-secret-change-me-0123456789abcdef";
 
@@ -74,14 +97,39 @@ const updateAge = intFromEnv("SESSION_UPDATE_AGE", undefined);
 if (expiresIn !== undefined) session.expiresIn = expiresIn;
 if (updateAge !== undefined) session.updateAge = updateAge;
 
+// Test-only features (request recorder, /__debug/* endpoints, API keys that expire within seconds).
+const debugRecord = boolFromEnv("BETTER_AUTH_DEBUG_RECORD", false);
+const getSessionMax = intFromEnv("RATE_LIMIT_GET_SESSION_MAX", undefined);
+
 export const auth = betterAuth({
   baseURL,
   secret,
   trustedOrigins,
-  database: memoryAdapter({ user: [], session: [], account: [], verification: [] }),
+  // Every table a plugin uses must exist in the memory adapter's db object: jwks (jwt), apikey,
+  // organization / member / invitation (organization); admin only adds fields to user and session.
+  database: memoryAdapter({
+    user: [], session: [], account: [], verification: [],
+    jwks: [], apikey: [], organization: [], member: [], invitation: [],
+  }),
   emailAndPassword: { enabled: true },
   session,
   telemetry: { enabled: false },
+  plugins: [
+    bearer(),
+    jwt(),
+    admin(),
+    organization(),
+    apiKey({
+      enableSessionForAPIKeys: true,
+      // The per-key limiter. The plugin's default, 10 requests per day, counts every get-session
+      // better-authz makes for a request with the key: the 11th request of the day through the proxy
+      // would be refused. 1000 per 10 s per key is plenty for the demo and the tests; tests that need
+      // the limit create keys with their own (rateLimitMax / rateLimitTimeWindow).
+      rateLimit: { enabled: true, timeWindow: 10_000, maxRequests: 1000 },
+      // Tests create keys that expire within seconds (the plugin's minimum is 1 day).
+      ...(debugRecord ? { keyExpiration: { minExpiresIn: 0 } } : {}),
+    }),
+  ],
   rateLimit: {
     // Better Auth only enables its limiter in production by default; the demo turns it on so it
     // behaves like a deployment (tests may switch it off with RATE_LIMIT_ENABLED=false).
@@ -94,7 +142,7 @@ export const auth = betterAuth({
       // from the authz service. Validating a session is a cheap read that does not need
       // brute-force protection (the token is a signed random value), so it is exempt. Sign-in,
       // sign-up and the other endpoints keep Better Auth's limits.
-      "/get-session": false,
+      "/get-session": getSessionMax === undefined ? false : { window: 10, max: getSessionMax },
     },
   },
 });
@@ -103,13 +151,71 @@ const betterAuthHandler = toNodeHandler(auth);
 
 // Test-only request recorder: lets the end-to-end tests prove which headers reached Better Auth
 // (for example that a client-invented x-user-id was stripped by the proxy on /api/auth/ routes).
-const debugRecord = boolFromEnv("BETTER_AUTH_DEBUG_RECORD", false);
 const recorded = [];
 
 function sendJson(res, status, value) {
   const body = JSON.stringify(value);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
+}
+
+async function readJson(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > 65536) throw new Error("body too large");
+    chunks.push(chunk);
+  }
+  return chunks.length ? JSON.parse(Buffer.concat(chunks).toString("utf8")) : {};
+}
+
+function pick(obj, names) {
+  return Object.fromEntries(names.filter((n) => obj[n] !== undefined).map((n) => [n, obj[n]]));
+}
+
+// The test-only endpoints (see the top of this file): server-side auth.api calls, which accept a
+// userId without a session.
+const debugEndpoints = {
+  "/__debug/api-key": async (body) => {
+    const created = await auth.api.createApiKey({
+      body: pick(body, ["userId", "expiresIn", "rateLimitEnabled", "rateLimitMax", "rateLimitTimeWindow",
+                        "remaining", "prefix", "name"]),
+    });
+    if (body.enabled === false) {
+      await auth.api.updateApiKey({ body: { keyId: created.id, userId: body.userId, enabled: false } });
+      created.enabled = false;
+    }
+    return created;
+  },
+  "/__debug/role": async (body) => {
+    const role = Array.isArray(body.role) ? body.role.join(",") : String(body.role);
+    const ctx = await auth.$context;
+    return ctx.internalAdapter.updateUser(body.userId, { role });
+  },
+  "/__debug/organization": async (body) => {
+    const tag = Math.random().toString(36).slice(2, 10);
+    const org = await auth.api.createOrganization({
+      body: { name: body.name || `Org ${tag}`, slug: body.slug || `org-${tag}`, userId: body.userId },
+    });
+    for (const member of body.members || []) {
+      await auth.api.addMember({ body: { organizationId: org.id, userId: member.userId, role: member.role } });
+    }
+    return org;
+  },
+};
+
+async function serveDebug(req, res, endpoint) {
+  if (req.method !== "POST") return sendJson(res, 405, { error: "method not allowed" });
+  try {
+    const body = await readJson(req);
+    if (typeof body.userId !== "string" || !body.userId) return sendJson(res, 400, { error: "userId required" });
+    return sendJson(res, 200, await endpoint(body));
+  } catch (err) {
+    // APIError from Better Auth: its status and body; anything else: 500 with the message.
+    const status = Number.isInteger(err?.statusCode) ? err.statusCode : 500;
+    return sendJson(res, status, { error: String(err?.message || err), body: err?.body ?? null });
+  }
 }
 
 const server = http.createServer((req, res) => {
@@ -122,6 +228,7 @@ const server = http.createServer((req, res) => {
       }
       return sendJson(res, 405, { error: "method not allowed" });
     }
+    if (Object.hasOwn(debugEndpoints, req.url)) return serveDebug(req, res, debugEndpoints[req.url]);
     const headers = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i], req.rawHeaders[i + 1]]);
     recorded.push({ method: req.method, path: req.url, headers });

@@ -296,7 +296,8 @@ def authz_env(better_auth: int, grpc: int | None, http: int | None, admin: int) 
 
 class ExtraProcs:
     """Processes next to the session stack, sharing its Better Auth and todo back end: more better-authz
-    instances (other settings) and nginx front ends (test fixtures under tests/e2e/fixtures/). Use as a context
+    instances (other settings), nginx front ends (test fixtures under tests/e2e/fixtures/) and, for
+    settings the stack's cannot have, more Better Auth servers. Use as a context
     manager in a module fixture: everything is stopped on exit, also when start-up fails. While they run they
     are in `stack.procs` (their log tails appear in failure reports), and nginx listen ports registered under a
     name are in `stack.ports`, so `stack.request(name, ...)` reaches them and tallies back-end answers."""
@@ -336,6 +337,16 @@ class ExtraProcs:
         self._start(proc)
         proc.wait_ready(READY_TIMEOUT)
         return Authz(name, proc, ports)
+
+    def better_auth(self, name: str, env: dict[str, str] | None = None) -> int:
+        """Another Better Auth (demo/better-auth/server.mjs: its own memory store and secret, the request
+        recorder on) with `env` on top; returns its port once /api/auth/ok answers."""
+        port = free_ports(1)[0]
+        proc = launcher.better_auth(LOG_DIR, port, secret="e2e-" + uuid.uuid4().hex + uuid.uuid4().hex,
+                                    env={"BETTER_AUTH_DEBUG_RECORD": "1", **(env or {})}, name=name)
+        self._start(proc)
+        proc.wait_ready(READY_TIMEOUT)
+        return port
 
     def nginx(self, name: str, template: str, ports: dict[int, int], listen: dict[str, int]) -> Proc:
         """nginx with `template` (relative to the repository) rendered with `ports` (template port -> real
