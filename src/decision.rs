@@ -228,6 +228,9 @@ pub struct Decision {
     /// Identity headers removed rather than set because Better Auth's value could not be sent
     /// (over [`MAX_IDENTITY_VALUE_BYTES`], or control bytes), for the decision log.
     pub dropped_headers: Vec<String>,
+    /// The credentials are stripped on this allow (`AUTHZ_STRIP_CREDENTIALS`): nginx then takes
+    /// `Cookie` and `Authorization` from the answer instead of the request.
+    pub strips_credentials: bool,
 }
 
 /// Upper bound on one identity header value. Better Auth bounds neither names nor emails; a
@@ -254,6 +257,7 @@ impl Decision {
             set_cookies: Vec::new(),
             client_headers: Vec::new(),
             dropped_headers: Vec::new(),
+            strips_credentials: false,
         }
     }
 
@@ -263,6 +267,7 @@ impl Decision {
         let session_headers = policy.identity.all().chain(headers::session_only(policy));
         let mut remove_headers: Vec<String> = session_headers.map(str::to_owned).collect();
         remove_headers.extend(strip.remove);
+        let strips_credentials = strip.strips;
         Decision {
             reason,
             detail: Detail::None,
@@ -272,6 +277,7 @@ impl Decision {
             set_cookies: Vec::new(),
             client_headers: Vec::new(),
             dropped_headers: Vec::new(),
+            strips_credentials,
         }
     }
 }
@@ -480,6 +486,7 @@ pub fn decide(
         set_cookies,
         client_headers,
         dropped_headers: edits.dropped,
+        strips_credentials: edits.strips,
     }
 }
 

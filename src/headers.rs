@@ -151,6 +151,8 @@ pub struct Edits {
     pub remove: Vec<String>,
     /// Names removed because Better Auth's value could not be sent (for the log).
     pub dropped: Vec<String>,
+    /// `AUTHZ_STRIP_CREDENTIALS` is on: the credentials are the service's to pass or drop.
+    pub strips: bool,
 }
 
 // === impl Edits ===
@@ -174,7 +176,10 @@ impl Edits {
 /// cookies out of `Cookie` (the others kept byte for byte), a bearer `Authorization`, the
 /// API-key header. Only the configured kinds, and only what the request carries.
 pub fn strip(policy: &Policy, req: &CheckRequest<'_>) -> Edits {
-    let mut edits = Edits::default();
+    let mut edits = Edits {
+        strips: policy.strip_credentials,
+        ..Edits::default()
+    };
     if !policy.strip_credentials {
         return edits;
     }

@@ -357,6 +357,11 @@ pub fn response(d: &Decision) -> Response {
                 builder = builder.header(name, value);
             }
         }
+        if d.strips_credentials {
+            // nginx takes Cookie and Authorization from this answer (absent: dropped) rather
+            // than from the request; it cannot remove a header on an auth answer's word.
+            builder = builder.header("x-authz-strip", "1");
+        }
         Body::empty()
     } else {
         // nginx never passes an auth subrequest's body on; it can read this header with

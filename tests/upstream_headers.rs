@@ -208,6 +208,14 @@ async fn stripping_removes_every_configured_credential() {
         "the key goes nowhere"
     );
 
+    // For nginx, which cannot remove a header on an auth answer's word: the marker, and the
+    // other cookies to send instead of the request's.
+    let h = service
+        .auth(&[("x-original-uri", "/api/u1/tasks"), ("cookie", &mixed)])
+        .await;
+    assert_eq!(h.header("x-authz-strip"), Some("1"));
+    assert_eq!(h.header("cookie"), Some("theme=dark; lang=fr"));
+
     // Off (the default): nothing of the request's credentials is touched.
     let service = Service::start(args_for(&stand_in, |a| {
         a.credentials = Some("cookie,bearer,api-key".into())
@@ -217,4 +225,11 @@ async fn stripping_removes_every_configured_credential() {
         .check("GET", "/api/u1/tasks", &[("cookie", &mixed)])
         .await;
     assert!(a.removed.iter().all(|r| r != "cookie") && set(&a, "cookie").is_none());
+    let h = service
+        .auth(&[("x-original-uri", "/api/u1/tasks"), ("cookie", &mixed)])
+        .await;
+    assert_eq!(
+        (h.header("x-authz-strip"), h.header("cookie")),
+        (None, None)
+    );
 }
