@@ -261,23 +261,21 @@ impl Decision {
         }
     }
 
-    /// An allow that removes every identity header the client may have sent (and the
-    /// credentials, when stripping).
-    fn allow_anonymous(reason: Reason, policy: &Policy, strip: Edits) -> Self {
+    /// An allow that removes every identity header the client may have sent. Credentials are
+    /// not stripped here: a public route may be Better Auth's own, which needs them.
+    fn allow_anonymous(reason: Reason, policy: &Policy) -> Self {
         let session_headers = policy.identity.all().chain(headers::session_only(policy));
-        let mut remove_headers: Vec<String> = session_headers.map(str::to_owned).collect();
-        remove_headers.extend(strip.remove);
-        let strips_credentials = strip.strips;
+        let remove_headers: Vec<String> = session_headers.map(str::to_owned).collect();
         Decision {
             reason,
             detail: Detail::None,
             user_id: None,
-            set_headers: strip.set,
+            set_headers: Vec::new(),
             remove_headers,
             set_cookies: Vec::new(),
             client_headers: Vec::new(),
             dropped_headers: Vec::new(),
-            strips_credentials,
+            strips_credentials: false,
         }
     }
 }
@@ -312,19 +310,11 @@ pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
     };
 
     if policy.public_paths.iter().any(|p| p.matches(&path)) {
-        return Plan::Done(Decision::allow_anonymous(
-            Reason::PublicPath,
-            policy,
-            headers::strip(policy, req),
-        ));
+        return Plan::Done(Decision::allow_anonymous(Reason::PublicPath, policy));
     }
 
     if policy.allow_preflight && is_preflight(req) {
-        return Plan::Done(Decision::allow_anonymous(
-            Reason::Preflight,
-            policy,
-            headers::strip(policy, req),
-        ));
+        return Plan::Done(Decision::allow_anonymous(Reason::Preflight, policy));
     }
 
     let cookie_bytes: usize = req.cookies.iter().map(|c| c.len()).sum();

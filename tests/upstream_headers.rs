@@ -208,6 +208,21 @@ async fn stripping_removes_every_configured_credential() {
         "the key goes nowhere"
     );
 
+    // A public route (Better Auth's own, often) keeps the credentials it needs.
+    let a = service
+        .check(
+            "GET",
+            "/api/auth/get-session",
+            &[("cookie", &mixed), ("authorization", &bearer)],
+        )
+        .await;
+    assert!(
+        a.removed
+            .iter()
+            .all(|r| r != "cookie" && r != "authorization")
+    );
+    assert!(set(&a, "cookie").is_none());
+
     // For nginx, which cannot remove a header on an auth answer's word: the marker, and the
     // other cookies to send instead of the request's.
     let h = service
