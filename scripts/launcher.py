@@ -18,6 +18,7 @@ rendering and each component's argv and environment; callers add their own setti
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -61,6 +62,16 @@ SHIPPED_CHECK_TIMEOUT = "0.25s"  # envoy/envoy.yaml's ext_authz deadline
 # three enabled in demo/better-auth/server.mjs and passed on by both shipped proxy configs. Only stack() sets
 # it: authz_env() (more instances in the tests, the benchmark) keeps the binary's default.
 STACK_CREDENTIALS = "cookie,bearer,api-key"
+# What the stack's better-authz hands the back end besides x-user-id/-email/-name (only stack() sets these too):
+# the jwt plugin's token (AUTHZ_HEADER_JWT) and fields of get-session's answer (AUTHZ_HEADER_MAP: the admin
+# plugin's role and impersonator, the organization plugin's active organization). envoy/envoy.yaml and
+# nginx/nginx.conf name the same headers (nginx copies them from the /auth answer; both remove a client's
+# copies on the route to Better Auth).
+STACK_HEADER_JWT = "x-user-jwt"
+STACK_HEADER_MAP = ("x-user-role=user.role,x-org-id=session.activeOrganizationId,"
+                    "x-impersonated-by=session.impersonatedBy")
+# Every header the stack's better-authz sets for the back end on an allow with a session (and removes on others).
+STACK_SESSION_HEADERS = (STACK_HEADER_JWT, *(entry.split("=", 1)[0] for entry in STACK_HEADER_MAP.split(",")))
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -379,7 +390,8 @@ def stack(log_dir: Path, ports: dict[str, int], *, authz_bin: Path, nginx_bin: P
     # Both proxies are the browser-facing origins (server.mjs's default, on the demo ports).
     origins = [f"http://{host}:{p[proxy]}" for proxy in ("envoy", "nginx") for host in ("127.0.0.1", "localhost")]
     authz = {**authz_env(f"http://127.0.0.1:{p['better_auth']}", p["authz_grpc"], p["authz_http"], p["authz_admin"],
-                         upstream_timeout_ms), "AUTHZ_CREDENTIALS": STACK_CREDENTIALS, **(authz_extra or {})}
+                         upstream_timeout_ms), "AUTHZ_CREDENTIALS": STACK_CREDENTIALS,
+             "AUTHZ_HEADER_JWT": STACK_HEADER_JWT, "AUTHZ_HEADER_MAP": STACK_HEADER_MAP, **(authz_extra or {})}
     return {
         "better_auth": better_auth(log_dir, p["better_auth"], secret=secret, trusted_origins=origins,
                                    env=better_auth_env),
@@ -424,6 +436,7 @@ def _tail_log(proc: Proc) -> None:
 def _walkthrough(p: dict[str, int], logs: Path) -> str:
     jar = logs / "cookies.txt"
     envoy_url, nginx_url = f"http://127.0.0.1:{p['envoy']}", f"http://127.0.0.1:{p['nginx']}"
+    better_auth_url = f"http://127.0.0.1:{p['better_auth']}"
     return f"""
 \033[1m==> everything is up\033[0m
   Envoy  (ext_authz gRPC)      {envoy_url}      admin http://127.0.0.1:{p['envoy_admin']}
@@ -460,15 +473,40 @@ Try it (paste into another shell):
 
   # 5. Without a cookie: a bearer token (Better Auth's bearer plugin; sign-in answers it in the
   #    set-auth-token header) or an API key (the API-key plugin; created here with the cookie session).
+  #    The bearer session also creates an organization (the organization plugin), which makes it that
+  #    session's active organization.
   TOKEN=$(curl -s -o /dev/null -D - -H 'Origin: {envoy_url}' -H 'Content-Type: application/json' \\
        -d '{{"email":"alice@example.com","password":"correct-horse-battery"}}' {envoy_url}/api/auth/sign-in/email \\
        | tr -d '\\r' | sed -n 's/^set-auth-token: //Ip')
+  curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+       -d '{{"name":"Acme","slug":"acme"}}' {envoy_url}/api/auth/organization/create; echo
   curl -i -H "Authorization: Bearer $TOKEN" {envoy_url}/api/$USER_ID/tasks
   KEY=$(curl -s -b {jar} -H 'Origin: {envoy_url}' -H 'Content-Type: application/json' -d '{{}}' \\
        {envoy_url}/api/auth/api-key/create | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  curl -i -H "x-api-key: $KEY" {envoy_url}/api/$USER_ID/tasks
   curl -i -H "x-api-key: $KEY" {nginx_url}/api/$USER_ID/tasks
 
-  # 6. What the back end really received, and better-authz's metrics.
+  # 6. What the back end received for those three calls (its admin port records raw headers). Besides
+  #    x-user-id/-email/-name, better-authz sets x-user-jwt (the jwt plugin's token: the back end can verify
+  #    it with {better_auth_url}/api/auth/jwks; none for an API key, Better Auth issues none) and, from the
+  #    session, x-user-role (admin plugin) and x-org-id (the active organization: the bearer session's).
+  #    The demo runs AUTHZ_STRIP_CREDENTIALS=true: the back end gets neither the bearer token nor the key
+  #    (nor the session cookie), through Envoy and through nginx.
+  curl -s http://127.0.0.1:{p['todo_admin']}/requests | python3 -c '
+import json, sys
+print()
+for r in json.load(sys.stdin)[-3:]:
+    h = {{k.lower(): v for k, v in r["headers"]}}
+    print(r["method"], r["path"], {{k: (v[:24] + "...") if len(v) > 24 else v for k, v in h.items()
+          if k.startswith(("x-user", "x-org", "x-impersonated")) or k in ("cookie", "authorization", "x-api-key")}})'
+  # The JWT's payload (a JWS: header.payload.signature, base64url):
+  curl -s -H "Authorization: Bearer $TOKEN" {envoy_url}/api/$USER_ID/tasks > /dev/null
+  curl -s http://127.0.0.1:{p['todo_admin']}/requests | python3 -c '
+import base64, json, sys
+jwt = dict((k.lower(), v) for k, v in json.load(sys.stdin)[-1]["headers"])["x-user-jwt"]
+part = jwt.split(".")[1]; print(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))'
+
+  # 7. All the back end received, and better-authz's metrics.
   curl -s http://127.0.0.1:{p['todo_admin']}/requests | python3 -m json.tool
   curl -s http://127.0.0.1:{p['authz_admin']}/metrics | grep -v '^#' | head -40
 
@@ -477,7 +515,9 @@ Press Ctrl-C to stop everything."""
 
 def _smoke(p: dict[str, int]) -> bool:
     """The walkthrough, checked: sign up through Envoy, then 401 / 200 / 403 through both proxies, and 200 with
-    the bearer token from the sign-up and with an API key."""
+    the bearer token from the sign-up and with an API key; then what the back end received: the JWT and the
+    mapped headers (role, active organization), and through Envoy (AUTHZ_STRIP_CREDENTIALS=true) no cookie,
+    bearer token or key."""
     def call(port, method, path, headers=None, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request(method, path, body=body, headers=headers or {})
@@ -509,6 +549,13 @@ def _smoke(p: dict[str, int]) -> bool:
                             "Cookie": cookie}, "{}")
     expect("API key created through Envoy", status, 200)
     key = json.loads(body).get("key", "") if status == 200 else ""
+    # An organization, created with the bearer token (no Origin needed without a cookie): it becomes the
+    # session's active organization (the cookie and the token are the same session).
+    status, _, body = call(envoy_port, "POST", "/api/auth/organization/create",
+                           {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                           json.dumps({"name": "Smoke Org", "slug": f"smoke-{uuid.uuid4().hex[:8]}"}))
+    expect("organization created through Envoy", status, 200)
+    org_id = json.loads(body).get("id", "") if status == 200 else "missing"
     for name, port in (("Envoy", envoy_port), ("nginx", nginx_port)):
         expect(f"{name}: no cookie", call(port, "GET", f"/api/{user_id}/tasks")[0], 401)
         expect(f"{name}: with cookie", call(port, "GET", f"/api/{user_id}/tasks", {"Cookie": cookie})[0], 200)
@@ -518,6 +565,32 @@ def _smoke(p: dict[str, int]) -> bool:
         expect(f"{name}: API key", call(port, "GET", f"/api/{user_id}/tasks", {"x-api-key": key})[0], 200)
     seen = json.loads(call(p["todo_admin"], "GET", "/requests")[2])
     expect("requests the back end saw", len(seen), 6)
+    if len(seen) != 6:
+        return False
+
+    def jwt_sub(jwt):
+        try:
+            part = jwt.split(".")[1]
+            return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))).get("sub")
+        except (IndexError, ValueError):
+            return f"not a JWT: {jwt[:20]!r}"
+
+    # In order: Envoy's cookie, bearer and API-key calls, then nginx's.
+    calls = [(proxy, credential) for proxy in ("Envoy", "nginx") for credential in ("cookie", "bearer", "API key")]
+    for i, (proxy, credential) in enumerate(calls):
+        h = {}
+        for k, v in seen[i]["headers"]:
+            h.setdefault(k.lower(), []).append(v)
+        label = f"back end, {proxy} {credential} call"
+        if credential == "API key":
+            expect(f"{label}: x-user-jwt (Better Auth issues none for keys)", h.get("x-user-jwt"), None)
+            expect(f"{label}: x-org-id (a key's session has no active organization)", h.get("x-org-id"), None)
+        else:
+            expect(f"{label}: x-user-jwt sub", [jwt_sub(v) for v in h.get("x-user-jwt", [])], [user_id])
+            expect(f"{label}: x-org-id", h.get("x-org-id"), [org_id])
+        expect(f"{label}: x-user-role", h.get("x-user-role"), ["user"])
+        stripped = {"cookie": "cookie", "bearer": "authorization", "API key": "x-api-key"}[credential]
+        expect(f"{label}: {stripped} (stripped)", h.get(stripped), None)
     return not failures
 
 
@@ -537,10 +610,13 @@ def demo(args: argparse.Namespace) -> int:
     logs = fresh_log_dir(DEMO_LOGS)
     try:
         # A fresh random secret per run: the memory adapter forgets every user on restart anyway.
+        # AUTHZ_STRIP_CREDENTIALS=true: the todo API reads x-user-id only, so it gets no session cookie,
+        # bearer token or API key, through Envoy and nginx.
         # AUTHZ_FORWARD_AUTH=nginx: only nginx calls the HTTP listener here, so /auth trusts exactly what
         # nginx/nginx.conf sets (X-Original-URI, X-Original-Method, Host). Envoy uses gRPC, which ignores it.
         procs = stack(logs, p, authz_bin=args.authz_bin, nginx_bin=args.nginx_bin, envoy_bin=args.envoy_bin,
-                      secret=secrets.token_urlsafe(32), authz_extra={"AUTHZ_FORWARD_AUTH": "nginx"})
+                      secret=secrets.token_urlsafe(32),
+                      authz_extra={"AUTHZ_FORWARD_AUTH": "nginx", "AUTHZ_STRIP_CREDENTIALS": "true"})
     except RuntimeError as exc:
         _err(str(exc))
         return 1

@@ -243,6 +243,12 @@ def config_keys_from_values() -> list[str]:
     return list((values.get("config") or {}).keys())
 
 
+# The all-on rendering's AUTHZ_HEADER_MAP, and the auth-response-headers NOTES.txt must then print (the
+# identity header names are all the sample "x" there, listed once; then the JWT header and the mapped ones).
+ALL_ON_HEADER_MAP = "x-user-role=user.role, X-Org-Id=session.activeOrganizationId,x-impersonated-by=session.impersonatedBy"
+ALL_ON_AUTH_RESPONSE_HEADERS = "X, X-User-Jwt, X-User-Role, X-Org-Id, X-Impersonated-By"
+
+
 def sample_value(key: str, prop: dict[str, Any]) -> str:
     """A value the schema accepts for a config key, to render every variable at once."""
     samples = {
@@ -254,6 +260,8 @@ def sample_value(key: str, prop: dict[str, Any]) -> str:
         "AUTHZ_GRPC_ADDR": "0.0.0.0:9001",
         "AUTHZ_HTTP_ADDR": "0.0.0.0:9002",
         "AUTHZ_ADMIN_ADDR": "0.0.0.0:9090",
+        "AUTHZ_HEADER_JWT": "x-user-jwt",
+        "AUTHZ_HEADER_MAP": ALL_ON_HEADER_MAP,
     }
     if key in samples:
         return samples[key]
@@ -320,6 +328,19 @@ HELM_MUST_FAIL = {
     "listener off through config": ({"config": {"AUTHZ_HTTP_ADDR": "Off"}}, "http.enabled"),
     "unknown forward-auth mode": ({"config": {"AUTHZ_FORWARD_AUTH": "apache"}}, "AUTHZ_FORWARD_AUTH"),
     "unknown credential": ({"config": {"AUTHZ_CREDENTIALS": "cookie,basic"}}, "AUTHZ_CREDENTIALS"),
+    "header map entry without a field": ({"config": {"AUTHZ_HEADER_MAP": "x-user-role"}}, "AUTHZ_HEADER_MAP"),
+    "header map field outside user/session": ({"config": {"AUTHZ_HEADER_MAP": "x-a=account.id"}}, "AUTHZ_HEADER_MAP"),
+    "JWT header not a header name": ({"config": {"AUTHZ_HEADER_JWT": "x user jwt"}}, "AUTHZ_HEADER_JWT"),
+    "strip credentials not a boolean": ({"config": {"AUTHZ_STRIP_CREDENTIALS": "yes"}}, "AUTHZ_STRIP_CREDENTIALS"),
+}
+
+# NOTES.txt lines per rendering: ingress-nginx's auth-response-headers (and the Envoy route's removals) name
+# every header better-authz sets, the JWT header and AUTHZ_HEADER_MAP's names included.
+HELM_NOTES_LINES = {
+    "defaults": ['auth-response-headers: "X-User-Id, X-User-Email, X-User-Name"',
+                 "request_headers_to_remove: [x-user-id, x-user-email, x-user-name]"],
+    "all-on": [f'auth-response-headers: "{ALL_ON_AUTH_RESPONSE_HEADERS}"',
+               "request_headers_to_remove: [x, x-user-jwt, x-user-role, x-org-id, x-impersonated-by]"],
 }
 
 # Objects the default rendering must contain (on by default).
@@ -359,6 +380,9 @@ def check_helm(r: Result, rendered: Rendered, _: argparse.Namespace) -> None:
             notes = [v for k, v in out.items() if k.endswith("NOTES.txt")]
             if not notes or not notes[0].strip():
                 r.fail(f"render {name}: NOTES.txt is empty")
+            for line in HELM_NOTES_LINES.get(name, []):
+                if notes and line not in notes[0]:
+                    r.fail(f"render {name}: NOTES.txt lacks {line!r}")
             manifests = "\n---\n".join(
                 f"# Source: {k}\n{v.strip()}" for k, v in sorted(out.items())
                 if not k.endswith("NOTES.txt") and v.strip()

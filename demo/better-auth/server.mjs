@@ -25,6 +25,8 @@
 //   RATE_LIMIT_ENABLED   "true"/"false"                    (default true, as Better Auth does in production)
 //   RATE_LIMIT_GET_SESSION_MAX  get-session calls allowed per 10 s and client address (default: unset,
 //                        get-session is exempt from the limiter; tests set it to see Better Auth's own 429)
+//   JWT_EXPIRATION_TIME  lifetime of the jwt plugin's token, e.g. "3s" (default the plugin's: 15m);
+//                        tests shorten it to see better-authz's cache stop serving an expired JWT
 //   BETTER_AUTH_DEBUG_RECORD  "1" records the headers of every request in memory and serves them at
 //                        GET/DELETE /__debug/requests, and adds the test-only endpoints below (tests
 //                        only; off by default; never behind a proxy route: the direct port only)
@@ -100,6 +102,11 @@ if (updateAge !== undefined) session.updateAge = updateAge;
 // Test-only features (request recorder, /__debug/* endpoints, API keys that expire within seconds).
 const debugRecord = boolFromEnv("BETTER_AUTH_DEBUG_RECORD", false);
 const getSessionMax = intFromEnv("RATE_LIMIT_GET_SESSION_MAX", undefined);
+const jwtExpirationTime = (process.env.JWT_EXPIRATION_TIME ?? "").trim();
+if (jwtExpirationTime && !/^\d+\s*(s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours|d|day|days)$/i.test(jwtExpirationTime)) {
+  console.error(`invalid JWT_EXPIRATION_TIME=${JSON.stringify(jwtExpirationTime)}: expected e.g. 3s, 15m or 1h`);
+  process.exit(2);
+}
 
 export const auth = betterAuth({
   baseURL,
@@ -116,7 +123,9 @@ export const auth = betterAuth({
   telemetry: { enabled: false },
   plugins: [
     bearer(),
-    jwt(),
+    // set-auth-jwt on every get-session with a cookie or bearer session (not with an API key):
+    // better-authz hands it to the back end with AUTHZ_HEADER_JWT.
+    jwt(jwtExpirationTime ? { jwt: { expirationTime: jwtExpirationTime } } : undefined),
     admin(),
     organization(),
     apiKey({

@@ -13,11 +13,17 @@ Fronts ("transports"):
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 
 from conftest import PROXIES, Response, Stack, User, raw_bytes_request
+from launcher import STACK_HEADER_JWT, STACK_SESSION_HEADERS
 
 IDENTITY = ("x-user-id", "x-user-email", "x-user-name")
+# The stack's better-authz also sets the JWT and mapped headers (scripts/launcher.py: x-user-jwt, x-user-role,
+# x-org-id, x-impersonated-by) on an allow with a session; never on any other allow.
+SESSION_HEADERS = STACK_SESSION_HEADERS
 TRANSPORTS = (*PROXIES, "direct")  # "direct": better-authz's HTTP /auth, as nginx would ask it
 # /auth asked with each forwarded-URI header a proxy may use.
 DIRECT = ("direct", "direct-url", "direct-fwd")
@@ -149,6 +155,13 @@ def assert_denied(o: Outcome, statuses, codes: set[str] | None = None, lookups: 
         assert len(o.lookups) == lookups, o
 
 
+def jwt_claims(jwt: str) -> dict:
+    """The payload of a compact JWS (base64url JSON), unverified."""
+    parts = jwt.split(".")
+    assert len(parts) == 3 and all(parts), jwt
+    return json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+
+
 def assert_true_identity(recorded: dict, user: User) -> None:
     assert header_values(recorded, "x-user-id") == [user.id], recorded
     assert header_values(recorded, "x-user-email") == [user.email], recorded
@@ -156,12 +169,20 @@ def assert_true_identity(recorded: dict, user: User) -> None:
     names = [k.lower() for k, _ in recorded["headers"]]
     # No alias that a CGI/WSGI stack could read as x-user-id, no other spelling of an identity header.
     assert not [n for n in names if "_" in n], recorded
-    assert not [n for n in names if n.replace("_", "-").startswith("x-user") and n not in IDENTITY], recorded
+    assert not [n for n in names if n.replace("_", "-").startswith("x-user") and n not in IDENTITY
+                and n not in SESSION_HEADERS], recorded
+    # The stack's JWT and mapped headers: at most once each (absent from instances that do not set them), and a
+    # JWT is this user's.
+    for name in SESSION_HEADERS:
+        assert len(header_values(recorded, name)) <= 1, recorded
+    for jwt in header_values(recorded, STACK_HEADER_JWT):
+        assert jwt_claims(jwt)["sub"] == user.id, recorded
 
 
 def assert_no_identity(recorded: dict) -> None:
     names = [k.lower() for k, _ in recorded["headers"]]
     assert not [n for n in names if n.replace("_", "-").startswith("x-user")], recorded
+    assert not [n for n in names if n in SESSION_HEADERS], recorded
 
 
 def assert_allowed(o: Outcome, user: User | None, backend_status: int | None = 200) -> None:

@@ -296,7 +296,8 @@ def authz_env(better_auth: int, grpc: int | None, http: int | None, admin: int) 
 
 class ExtraProcs:
     """Processes next to the session stack, sharing its Better Auth and todo back end: more better-authz
-    instances (other settings), nginx front ends (test fixtures under tests/e2e/fixtures/) and, for
+    instances (other settings), nginx front ends (test fixtures under tests/e2e/fixtures/, or the shipped
+    nginx/nginx.conf), Envoy front ends (the shipped envoy/envoy.yaml) and, for
     settings the stack's cannot have, more Better Auth servers. Use as a context
     manager in a module fixture: everything is stopped on exit, also when start-up fails. While they run they
     are in `stack.procs` (their log tails appear in failure reports), and nginx listen ports registered under a
@@ -345,6 +346,23 @@ class ExtraProcs:
         proc = launcher.better_auth(LOG_DIR, port, secret="e2e-" + uuid.uuid4().hex + uuid.uuid4().hex,
                                     env={"BETTER_AUTH_DEBUG_RECORD": "1", **(env or {})}, name=name)
         self._start(proc)
+        proc.wait_ready(READY_TIMEOUT)
+        return port
+
+    def envoy(self, name: str, authz: "Authz") -> int:
+        """The shipped envoy/envoy.yaml in front of `authz` (its gRPC port), sharing the stack's Better Auth and
+        back end, on a free port registered in stack.ports as `name` (and its admin port); waits until Envoy's
+        health check sees `authz` healthy. Returns the listen port."""
+        port, admin = free_ports(2)
+        conf = launcher.render_envoy({"envoy": port, "envoy_admin": admin, "authz_grpc": authz.ports["grpc"],
+                                      "better_auth": self.stack.ports["better_auth"], "todo": self.stack.ports["todo"]},
+                                     LOG_DIR / f"{name}.yaml", ENVOY_CHECK_TIMEOUT)
+        proc = launcher.envoy(LOG_DIR, launcher.ENVOY_BIN, conf, admin, name=name)
+        self._start(proc)
+        for port_name, value in ((name, port), (f"{name}_admin", admin)):
+            assert port_name not in self.stack.ports, port_name
+            self.stack.ports[port_name] = value
+            self.port_names.append(port_name)
         proc.wait_ready(READY_TIMEOUT)
         return port
 

@@ -124,3 +124,39 @@ an empty proxyNamespaces: an upgrade must never silently cut the proxies off.
 {{- end }}
 {{- toYaml (uniq $list) }}
 {{- end }}
+
+{{/*
+The headers better-authz sets on an allowed request, lower-case, comma-separated without
+blanks: the identity headers (config.AUTHZ_HEADER_USER_*, else the binary's defaults), the JWT
+header (config.AUTHZ_HEADER_JWT) and the names in config.AUTHZ_HEADER_MAP, each once. A proxy
+that copies headers from the /auth answer (ingress-nginx auth-response-headers, Traefik
+authResponseHeaders, nginx auth_request_set) must copy every one, and a route that skips the
+check must remove every one.
+*/}}
+{{- define "better-authz.upstreamHeaders" -}}
+{{- $c := .Values.config }}
+{{- $names := list (toString $c.AUTHZ_HEADER_USER_ID | default "x-user-id") (toString $c.AUTHZ_HEADER_USER_EMAIL | default "x-user-email") (toString $c.AUTHZ_HEADER_USER_NAME | default "x-user-name") }}
+{{- with toString ($c.AUTHZ_HEADER_JWT | default "") | trim }}
+{{- $names = append $names . }}
+{{- end }}
+{{- range splitList "," (toString ($c.AUTHZ_HEADER_MAP | default "")) }}
+{{- $name := splitList "=" . | first | trim }}
+{{- if $name }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- $out := list }}
+{{- range $names }}
+{{- $out = append $out (lower (trim .)) }}
+{{- end }}
+{{- join "," (uniq $out) }}
+{{- end }}
+
+{{/* The same list as ingress-nginx's auth-response-headers wants it: "X-User-Id, X-User-Email, ...". */}}
+{{- define "better-authz.authResponseHeaders" -}}
+{{- $out := list }}
+{{- range splitList "," (include "better-authz.upstreamHeaders" .) }}
+{{- $out = append $out (title .) }}
+{{- end }}
+{{- join ", " $out }}
+{{- end }}
