@@ -330,3 +330,44 @@ fn forward_auth_names_one_proxy() {
     a.forward_auth = Some("envoy".into());
     assert_eq!(problems(&a), vec!["AUTHZ_FORWARD_AUTH"]);
 }
+
+#[test]
+fn every_header_written_upstream_has_one_meaning() {
+    type Change = fn(&mut Args);
+    let cases: [(Change, &str); 4] = [
+        (
+            |a| a.header_map = Some("x-user-id=user.role".into()),
+            "AUTHZ_HEADER_MAP",
+        ),
+        (
+            |a| {
+                a.header_jwt = Some("x-user-jwt".into());
+                a.header_map = Some("x-user-jwt=user.role".into());
+            },
+            "AUTHZ_HEADER_MAP",
+        ),
+        (
+            |a| a.header_jwt = Some("x-user-email".into()),
+            "AUTHZ_HEADER_JWT",
+        ),
+        (
+            |a| a.header_jwt = Some("x-api-key".into()),
+            "AUTHZ_HEADER_JWT",
+        ),
+    ];
+    for (change, variable) in cases {
+        let mut a = args();
+        change(&mut a);
+        assert_eq!(problems(&a), [variable], "{a:?}");
+    }
+    let mut a = args();
+    a.header_jwt = Some("Authorization".into());
+    a.header_map = Some("x-user-role=user.role".into());
+    let c = Config::from_args(&a).unwrap();
+    assert_eq!(c.policy.jwt_header.as_deref(), Some("authorization"));
+    assert!(c.upstream.jwt);
+    assert_eq!(
+        c.upstream.fields,
+        [vec!["user".to_owned(), "role".to_owned()]]
+    );
+}
