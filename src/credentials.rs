@@ -8,6 +8,7 @@
 //! (wrong shape, too long, unsendable bytes, sent twice) is refused without asking.
 
 use crate::cookies::{BetterAuthCookies, CookieVerdict};
+use crate::names;
 
 /// Upper bound on a bearer token. Better Auth's is `token.signature`, about 80 bytes.
 pub const MAX_BEARER_BYTES: usize = 1024;
@@ -32,21 +33,14 @@ impl CredentialKind {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, kind)| *kind == self)
-            .map_or("cookie", |(name, _)| name)
+        names::name_of(&Self::NAMES, &self)
     }
 
     /// `cookie,bearer,api-key`: each known, none twice, at least one.
     pub fn parse_list(raw: &str) -> Result<Vec<CredentialKind>, String> {
         let mut kinds = Vec::new();
         for part in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let kind = Self::NAMES
-                .iter()
-                .find(|(name, _)| part.eq_ignore_ascii_case(name))
-                .map(|(_, kind)| *kind)
-                .ok_or_else(|| format!("{part:?} is not one of cookie, bearer, api-key"))?;
+            let kind = names::parse(&Self::NAMES, part)?;
             if kinds.contains(&kind) {
                 return Err(format!("{part:?} is listed twice"));
             }

@@ -25,6 +25,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::authorizer::Authorizer;
 use crate::decision::{CheckRequest, Decision, TraceHeaders, Transport};
+use crate::names;
 use crate::reason::{Detail, Reason};
 
 pub const AUTH_PATH: &str = "/auth";
@@ -114,21 +115,11 @@ impl ForwardAuth {
     ];
 
     pub fn parse(raw: &str) -> Result<Self, String> {
-        Self::NAMES
-            .iter()
-            .find(|(name, _)| raw.eq_ignore_ascii_case(name))
-            .map(|(_, mode)| *mode)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
-                format!("{raw:?} is not one of {}", names.join(", "))
-            })
+        names::parse(&Self::NAMES, raw)
     }
 
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, mode)| *mode == self)
-            .map_or("auto", |(name, _)| name)
+        names::name_of(&Self::NAMES, &self)
     }
 
     /// The headers trusted for the URI, the method and the host, in `auto`'s order.

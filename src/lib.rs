@@ -5,8 +5,9 @@
 //! - [`reason`]: the one table from a decision reason to HTTP status, gRPC code, code and
 //!   message.
 //! - [`decision`]: the pure core: request + session lookup outcome → [`decision::Decision`].
-//!   Uses [`cookies`] (which cookies are Better Auth's) and [`path`] (normalisation, public
-//!   prefixes, the user-id pattern).
+//!   Uses [`cookies`] (which cookies are Better Auth's), [`credentials`] (which credential a
+//!   request carries), [`headers`] (the JWT, mapped fields and stripped credentials for the back
+//!   end) and [`path`] (normalisation, public prefixes, the user-id pattern).
 //! - [`better_auth`]: the only code that talks to Better Auth; returns typed outcomes.
 //! - [`lookups`]: the fast path in front of it: coalescing, the opt-in cache, load shedding.
 //! - [`authorizer`]: plan → lookup → decide, plus metrics and the decision log line.
@@ -15,8 +16,9 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the Prometheus registry.
 //! - [`telemetry`]: logs and OpenTelemetry traces.
 //! - [`tls`]: optional TLS/mTLS on the gRPC and HTTP listeners, reloaded when files change.
+//! - [`names`]: enum variants named in configuration.
 //!
-//! [`run`] serves all three listeners until the shutdown future completes; listeners are bound
+//! [`run`] serves the listeners until the shutdown future completes; listeners are bound
 //! by the caller so tests can bind port 0.
 
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod headers;
 pub mod http;
 pub mod lookups;
 pub mod metrics;
+pub mod names;
 pub mod path;
 pub mod reason;
 pub mod telemetry;
