@@ -100,6 +100,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    state.metrics.set_ready(state.readiness.check().is_ok());
     (
         [(
             header::CONTENT_TYPE,

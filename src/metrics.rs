@@ -39,6 +39,7 @@ pub struct Metrics {
     cache_bytes: IntGauge,
     deny_details: IntCounterVec,
     dropped_identity: IntCounter,
+    ready: IntGauge,
 }
 
 // === impl Metrics ===
@@ -108,6 +109,11 @@ impl Metrics {
             "Identity headers removed on an allow because Better Auth's value was too long or \
              unsendable",
         )?;
+        let ready = IntGauge::new(
+            "better_authz_ready",
+            "1 while /readyz answers ready (listeners up, Better Auth's /ok answered recently, \
+             not shutting down), else 0; read at scrape time",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("better_authz_build_info", "Build information; always 1"),
             &["version"],
@@ -127,6 +133,7 @@ impl Metrics {
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(deny_details.clone()))?;
         registry.register(Box::new(dropped_identity.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -167,6 +174,7 @@ impl Metrics {
             cache_bytes,
             deny_details,
             dropped_identity,
+            ready,
         })
     }
 
@@ -221,6 +229,10 @@ impl Metrics {
     pub fn inflight(&self) -> InflightGuard {
         self.upstream_inflight.inc();
         InflightGuard(self.upstream_inflight.clone())
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -605,6 +605,11 @@ async fn readiness_follows_better_auth_and_shutdown() {
     let stand_in = StandIn::start(valid("u1")).await;
     let mut service = Service::start(base_args(&stand_in.url())).await;
     wait_ready(&service).await;
+    assert_eq!(
+        service.metric("better_authz_ready").await,
+        1.0,
+        "ready gauge"
+    );
     let client = reqwest::Client::new();
     let healthz = client
         .get(service.admin_url("/healthz"))
@@ -632,6 +637,11 @@ async fn readiness_follows_better_auth_and_shutdown() {
         .await
         .unwrap();
     assert_eq!(readyz.status(), 503);
+    assert_eq!(
+        service.metric("better_authz_ready").await,
+        0.0,
+        "ready gauge"
+    );
 }
 
 #[tokio::test]
