@@ -1,7 +1,7 @@
 //! The check pipeline both adapters call: plan, look the session up if needed, decide, then
 //! record the decision (metrics and one log line). The only place where the pure core meets IO.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use time::OffsetDateTime;
@@ -9,15 +9,19 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::decision::Transport;
-use crate::decision::{self, CheckRequest, Decision, Plan, Policy};
+use crate::decision::{self, CheckRequest, Decision, Plan, Policy, Step};
 use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
+use crate::routes::RouteTable;
 use crate::telemetry;
 
 /// Shared by every connection of both transports.
 pub struct Authorizer {
-    policy: Policy,
+    /// Swapped whole when the policy file is reloaded; a check keeps the one it started with.
+    policy: RwLock<Arc<Policy>>,
+    /// Fixed at start-up (the adapters read it before the policy).
+    api_key_header: String,
     lookups: Lookups,
     metrics: Metrics,
 }
@@ -27,7 +31,8 @@ pub struct Authorizer {
 impl Authorizer {
     pub fn new(policy: Policy, lookups: Lookups, metrics: Metrics) -> Arc<Self> {
         Arc::new(Authorizer {
-            policy,
+            api_key_header: policy.api_key_header.clone(),
+            policy: RwLock::new(Arc::new(policy)),
             lookups,
             metrics,
         })
@@ -35,7 +40,24 @@ impl Authorizer {
 
     /// The header API keys come in: the adapters read it for the core.
     pub fn api_key_header(&self) -> &str {
-        &self.policy.api_key_header
+        &self.api_key_header
+    }
+
+    /// The policy checks start with from now on.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |p| p.clone())
+    }
+
+    /// Replace the routes; checks in flight finish with the ones they started with.
+    pub fn replace_routes(&self, routes: RouteTable) {
+        let next = Policy {
+            routes: Arc::new(routes),
+            ..(*self.policy()).clone()
+        };
+        let mut slot = self.policy.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Arc::new(next);
     }
 
     /// Answer one check. Never fails: every error is a deny.
@@ -65,14 +87,26 @@ impl Authorizer {
             span.record("span_id", id.as_str());
         }
 
+        let policy = self.policy();
         let decision = async {
-            match decision::plan(&self.policy, req) {
-                Plan::Done(decision) => decision,
-                Plan::Lookup(pending) => {
-                    let lookup = self.lookups.lookup(&pending.query, trace).await;
-                    decision::decide(&self.policy, pending, lookup, OffsetDateTime::now_utc())
-                }
+            let pending = match decision::plan(&policy, req) {
+                Plan::Done(decision) => return decision,
+                Plan::Lookup(pending) => pending,
+            };
+            let lookup = self.lookups.lookup(&pending.query, trace).await;
+            let session_ends = match &lookup {
+                decision::SessionLookup::Valid { expires_at, .. } => *expires_at,
+                _ => OffsetDateTime::UNIX_EPOCH,
+            };
+            let orgs = match decision::decide(&policy, pending, lookup, OffsetDateTime::now_utc()) {
+                Step::Done(decision) => return decision,
+                Step::Orgs(orgs) => orgs,
+            };
+            let mut answers = Vec::with_capacity(orgs.queries.len());
+            for query in &orgs.queries {
+                answers.push(self.lookups.membership(query, session_ends, trace).await);
             }
+            decision::finish(orgs, answers)
         }
         .instrument(span.clone())
         .await;
@@ -82,6 +116,9 @@ impl Authorizer {
             .record_check(transport, decision.reason, elapsed.as_secs_f64());
         if !decision.is_allow() {
             self.metrics.record_deny_detail(decision.detail);
+        }
+        if let Some(route) = &decision.route {
+            self.metrics.record_route(route, decision.is_allow());
         }
         if !decision.dropped_headers.is_empty() {
             self.metrics
@@ -119,6 +156,7 @@ fn log_decision(transport: Transport, req: &CheckRequest<'_>, d: &Decision, late
                 status = d.reason.http_status(),
                 latency_us = latency_us as u64,
                 user_id = d.user_id.as_deref().unwrap_or(""),
+                route = d.route.as_deref().unwrap_or(""),
                 detail = d.detail.text(),
                 "check"
             )

@@ -21,6 +21,8 @@ use crate::reason::Detail;
 
 /// Largest session body we read. A real one is well under 2 KiB; plugins add fields, so leave
 /// generous room while refusing to buffer a runaway answer.
+mod members;
+
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Idle kept-alive connections to Better Auth are closed after this long.
@@ -36,6 +38,10 @@ pub struct Endpoints {
     pub session: reqwest::Url,
     /// Absolute URL of Better Auth's `/ok` probe, beside the session endpoint.
     pub ok: reqwest::Url,
+    /// The session endpoint past Better Auth's cookie cache (`disableCookieCache=true`).
+    pub session_fresh: reqwest::Url,
+    /// The organization plugin's `list-members`, beside the session endpoint.
+    pub members: reqwest::Url,
 }
 
 /// How the client is set up.
@@ -94,7 +100,18 @@ impl Endpoints {
             .map_or("", |(parent, _)| parent);
         let ok = reqwest::Url::parse(&format!("{root}{parent}/ok"))
             .map_err(|e| format!("{session_path:?} does not make a probe URL ({e})"))?;
-        Ok(Endpoints { session, ok })
+        let members = reqwest::Url::parse(&format!("{root}{parent}/organization/list-members"))
+            .map_err(|e| format!("{session_path:?} does not make a members URL ({e})"))?;
+        let mut session_fresh = session.clone();
+        session_fresh
+            .query_pairs_mut()
+            .append_pair("disableCookieCache", "true");
+        Ok(Endpoints {
+            session,
+            ok,
+            session_fresh,
+            members,
+        })
     }
 }
 
@@ -183,7 +200,14 @@ impl BetterAuthClient {
         }
     }
 
-    async fn call(&self, query: &SessionQuery, trace: &[(&'static str, String)]) -> SessionLookup {
+    /// A GET to Better Auth as the caller: their credential, user agent and address, and the
+    /// trace context. `None` when the credential is not a header value.
+    fn request_as(
+        &self,
+        url: reqwest::Url,
+        query: &SessionQuery,
+        trace: &[(&'static str, String)],
+    ) -> Option<reqwest::RequestBuilder> {
         let user_agent = query
             .user_agent
             .as_deref()
@@ -191,13 +215,11 @@ impl BetterAuthClient {
             .unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT));
         let request = self
             .http
-            .get(self.endpoints.session.clone())
+            .get(url)
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, user_agent);
         // The core only forwards visible ASCII; a value that is not a header denies.
-        let Some(mut request) = with_credential(request, &query.credential) else {
-            return SessionLookup::BadAnswer;
-        };
+        let mut request = with_credential(request, &query.credential)?;
         if let Some(addr) = query
             .client_addr
             .as_deref()
@@ -207,13 +229,23 @@ impl BetterAuthClient {
             // real client, so one busy user cannot exhaust everyone's bucket.
             request = request.header("x-forwarded-for", addr);
         }
-
         for (name, value) in trace {
             if let Ok(value) = HeaderValue::from_str(value) {
                 request = request.header(*name, value);
             }
         }
+        Some(request)
+    }
 
+    async fn call(&self, query: &SessionQuery, trace: &[(&'static str, String)]) -> SessionLookup {
+        let url = if query.fresh {
+            &self.endpoints.session_fresh
+        } else {
+            &self.endpoints.session
+        };
+        let Some(request) = self.request_as(url.clone(), query, trace) else {
+            return SessionLookup::BadAnswer;
+        };
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => return SessionLookup::Unavailable(classify_send_error(&error)),
@@ -398,12 +430,29 @@ struct UserBody {
     email: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// Admin plugin: a comma-separated list (or, from custom plugins, a list).
+    #[serde(default)]
+    role: Option<Roles>,
+    #[serde(default, rename = "emailVerified")]
+    email_verified: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Roles {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
 struct SessionFields {
     #[serde(rename = "expiresAt")]
     expires_at: Instant,
+    #[serde(default, rename = "createdAt")]
+    created_at: Option<Instant>,
+    /// Admin plugin: the admin's id while they impersonate this user.
+    #[serde(default, rename = "impersonatedBy")]
+    impersonated_by: Option<String>,
 }
 
 /// Better Auth serialises dates as ISO 8601 strings; accept epoch milliseconds too, as
@@ -413,6 +462,17 @@ struct SessionFields {
 enum Instant {
     Text(String),
     Millis(i64),
+}
+
+impl Instant {
+    fn into_time(self) -> Option<OffsetDateTime> {
+        match self {
+            Instant::Text(text) => OffsetDateTime::parse(&text, &Rfc3339).ok(),
+            Instant::Millis(ms) => {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            }
+        }
+    }
 }
 
 /// Turn a 200 body into a lookup outcome. Logs parse failures by position and category only:
@@ -453,13 +513,7 @@ pub fn parse_session(
             return SessionLookup::BadAnswer;
         }
     };
-    let expires_at = match parsed.session.expires_at {
-        Instant::Text(text) => OffsetDateTime::parse(&text, &Rfc3339).ok(),
-        Instant::Millis(ms) => {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-        }
-    };
-    let Some(expires_at) = expires_at else {
+    let Some(expires_at) = parsed.session.expires_at.into_time() else {
         tracing::warn!("Better Auth session.expiresAt is not a date");
         return SessionLookup::BadAnswer;
     };
@@ -470,6 +524,16 @@ pub fn parse_session(
             name: parsed.user.name,
             mapped,
             jwt: None,
+            role: parsed.user.role.map(|roles| match roles {
+                Roles::One(list) => list,
+                Roles::Many(list) => list.join(","),
+            }),
+            email_verified: parsed.user.email_verified == Some(true),
+            impersonated: parsed
+                .session
+                .impersonated_by
+                .is_some_and(|by| !by.is_empty()),
+            signed_in_at: parsed.session.created_at.and_then(Instant::into_time),
         },
         expires_at,
         set_cookies,

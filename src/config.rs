@@ -12,6 +12,8 @@ mod parse;
 mod read;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -22,6 +24,7 @@ use crate::decision::{IdentityHeaders, Policy};
 use crate::headers;
 use crate::http::ForwardAuth;
 use crate::lookups::LookupOptions;
+use crate::routes::RouteTable;
 use crate::tls::{TlsError, TlsFiles, TlsSettings};
 use read::{Reader, read, read_optional};
 
@@ -38,6 +41,9 @@ const MAX_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
 #[derive(Parser, Debug, Default, Clone)]
 #[command(version, about, long_about = None, max_term_width = 100)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Better Auth base URL, e.g. http://127.0.0.1:3000 (required)
     #[arg(long, env = "BETTER_AUTH_URL")]
     pub better_auth_url: Option<String>,
@@ -85,6 +91,17 @@ pub struct Args {
     /// e.g. /api/auth/ [default: unset]
     #[arg(long, env = "AUTHZ_PUBLIC_PATHS")]
     pub public_paths: Option<String>,
+
+    /// A YAML policy of routes: roles, organizations, verified email, sign-in age, browser
+    /// redirects (see docs/policy.md). Re-read when it changes; a bad edit keeps the last good
+    /// policy. Not with AUTHZ_PUBLIC_PATHS or AUTHZ_USER_PATH_PATTERN [default: unset]
+    #[arg(long, env = "AUTHZ_POLICY_FILE")]
+    pub policy_file: Option<String>,
+
+    /// The header nginx names a policy route in on the auth subrequest (set from a
+    /// per-location `$authz_route`); unset: no header names a route [default: unset]
+    #[arg(long, env = "AUTHZ_ROUTE_HEADER")]
+    pub route_header: Option<String>,
 
     /// Let real CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) through
     /// without a session: true or false
@@ -281,6 +298,8 @@ pub struct ListenerConfig {
     pub http: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub forward_auth: ForwardAuth,
+    /// `AUTHZ_ROUTE_HEADER`, lower case.
+    pub route_header: Option<String>,
 }
 
 /// What SIGTERM/SIGINT does.
@@ -301,6 +320,8 @@ pub struct Config {
     pub upstream: ClientOptions,
     pub lookups: LookupOptions,
     pub policy: Policy,
+    /// `AUTHZ_POLICY_FILE`, watched for changes; `None` when the routes come from variables.
+    pub policy_file: Option<PathBuf>,
     pub shutdown: ShutdownConfig,
     /// TLS on the gRPC and HTTP listeners, loaded; `None` is plaintext.
     pub tls: Option<TlsSettings>,
@@ -308,6 +329,33 @@ pub struct Config {
     /// `VARIABLE=value` of everything read, for the start-up log (no secrets: URLs lose any
     /// user info).
     pub summary: String,
+}
+
+/// Commands beside serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Policy files (AUTHZ_POLICY_FILE): check one, or explain what it does with a request
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum PolicyCommand {
+    /// Validate FILE and print its compiled routes; exit 2 naming every problem with its line
+    Check { file: PathBuf },
+    /// Which route of FILE a request matches, and what it requires
+    Explain {
+        file: PathBuf,
+        method: String,
+        /// The request target, e.g. /orgs/acme/tasks?x=1
+        path: String,
+        /// The request's host
+        #[arg(long)]
+        host: Option<String>,
+        /// A route the proxy names (Envoy context_extensions, AUTHZ_ROUTE_HEADER)
+        #[arg(long)]
+        route: Option<String>,
+    },
 }
 
 /// One bad variable and what is wrong with it.
@@ -354,6 +402,7 @@ impl Config {
                 .read("admin_addr", &a.admin_addr, addr)
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             forward_auth: read!(r, a.forward_auth, ForwardAuth::parse),
+            route_header: read_optional!(r, a.route_header, header_name).flatten(),
         };
 
         let lookups = LookupOptions {
@@ -364,14 +413,31 @@ impl Config {
             max_inflight: read!(r, a.max_inflight, count(1, 1_000_000)),
         };
 
+        let public = read_optional!(r, a.public_paths, public_paths).flatten();
+        let own = read_optional!(r, a.user_path_pattern, user_path).flatten();
+        let file = read_optional!(r, a.policy_file, policy_file).flatten();
+        if file.is_some() && (public.is_some() || own.is_some()) {
+            let (public, own) = (r.var("public_paths"), r.var("user_path_pattern"));
+            r.problem(
+                "policy_file",
+                format!(
+                    "{public} and {own} are shorthand for routes: with a policy file, write \
+                     them as routes in it and unset them"
+                ),
+            );
+        }
+        let (policy_file, routes) = match file {
+            Some((path, routes)) => (Some(path), routes),
+            None => (
+                None,
+                RouteTable::from_variables(&public.unwrap_or_default(), own),
+            ),
+        };
         let policy = Policy {
             credentials: read!(r, a.credentials, CredentialKind::parse_list),
             api_key_header: read!(r, a.api_key_header, header_name),
             cookie_prefix: read!(r, a.cookie_prefix, cookie_prefix),
-            public_paths: read_optional!(r, a.public_paths, public_paths)
-                .flatten()
-                .unwrap_or_default(),
-            user_path: read_optional!(r, a.user_path_pattern, user_path).flatten(),
+            routes: Arc::new(routes),
             allow_preflight: read!(r, a.allow_preflight, boolean),
             identity: IdentityHeaders {
                 user_id: read!(r, a.header_user_id, header_name),
@@ -426,6 +492,7 @@ impl Config {
             upstream,
             lookups,
             policy,
+            policy_file,
             shutdown,
             tls,
             telemetry,

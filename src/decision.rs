@@ -8,13 +8,16 @@
 //!
 //! No tonic, hyper, reqwest or tokio types appear here; the clock is a parameter.
 
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 
 use crate::cookies::MAX_COOKIE_HEADER_BYTES;
 use crate::credentials::{self, Credential, CredentialKind, Found, Presented};
 use crate::headers::{self, Edits, MappedHeader};
-use crate::path::{NormalPath, PathError, PathPrefix, UserPathPattern};
+use crate::path::{NormalPath, PathError};
 use crate::reason::{Detail, Reason};
+use crate::routes::{Demand, NamedRoute, OrgRef, RouteTable};
 
 /// The rules, built once from the configuration.
 #[derive(Clone, Debug)]
@@ -24,8 +27,8 @@ pub struct Policy {
     /// The header an API key comes in (lower case).
     pub api_key_header: String,
     pub cookie_prefix: String,
-    pub public_paths: Vec<PathPrefix>,
-    pub user_path: Option<UserPathPattern>,
+    /// The routes (`AUTHZ_POLICY_FILE`, or the shorthand variables); replaced on reload.
+    pub routes: Arc<RouteTable>,
     pub allow_preflight: bool,
     pub identity: IdentityHeaders,
     /// Fields of Better Auth's answer sent as headers (`AUTHZ_HEADER_MAP`).
@@ -85,8 +88,12 @@ pub struct CheckRequest<'a> {
     /// The original request target: path, maybe with query; raw, not decoded. Empty when the
     /// proxy did not say.
     pub path: &'a str,
-    /// The original request's host, as the proxy named it (not used by any rule yet).
+    /// The original request's host, as the proxy named it (routes' `hosts`).
     pub host: Option<&'a str>,
+    /// The route the proxy named (Envoy `context_extensions`, `AUTHZ_ROUTE_HEADER`).
+    pub route: NamedRoute<'a>,
+    /// The original request's `Accept`: a browser navigation asks for `text/html`.
+    pub accept: Option<&'a str>,
     /// The proxy's headers naming the original request disagree (HTTP transport).
     pub forwarded_conflict: bool,
     /// Every `Cookie` header value of the original request.
@@ -110,6 +117,8 @@ impl std::fmt::Debug for CheckRequest<'_> {
             .field("method", &self.method)
             .field("path", &self.path)
             .field("host", &self.host)
+            .field("route", &self.route)
+            .field("accept", &self.accept)
             .field("forwarded_conflict", &self.forwarded_conflict)
             .field(
                 "cookies",
@@ -147,9 +156,64 @@ pub enum Plan {
 #[derive(Debug)]
 pub struct Pending {
     pub query: SessionQuery,
-    path: NormalPath,
+    /// What the routes demand of the session.
+    demand: Demand,
+    /// Where a browser denied for want of a session goes (`on_deny: login`).
+    login_redirect: Option<String>,
     /// The credentials to strip on an allow.
     strip: Edits,
+}
+
+/// The second step's answer: done, or the organizations to ask about.
+#[derive(Debug)]
+pub enum Step {
+    Done(Decision),
+    Orgs(PendingOrgs),
+}
+
+/// A session that passed every other requirement, waiting for its memberships.
+#[derive(Debug)]
+pub struct PendingOrgs {
+    /// One query per organization the routes name, in order.
+    pub queries: Vec<OrgQuery>,
+    /// The roles each organization requires, in the same order.
+    required: Vec<Vec<String>>,
+    /// The decision if every membership holds.
+    allow: Decision,
+}
+
+/// Is the user a member of this organization, and with which role? Holds the credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OrgQuery {
+    pub session: SessionQuery,
+    pub org: OrgRef,
+    /// The caller, as Better Auth named them: the answer must name them too.
+    pub user_id: String,
+}
+
+impl std::fmt::Debug for OrgQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgQuery")
+            .field("session", &self.session)
+            .field("org", &self.org)
+            .field("user_id", &self.user_id)
+            .finish()
+    }
+}
+
+/// Better Auth's typed answer about a membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrgLookup {
+    /// A member, with this role (a comma-separated list).
+    Member {
+        role: String,
+    },
+    /// Not a member, or no such organization.
+    NotMember,
+    /// The session ended between the two calls.
+    NoSession,
+    Unavailable(Detail),
+    BadAnswer,
 }
 
 /// Everything the Better Auth client sends. Holds a credential: its `Debug` redacts it.
@@ -157,6 +221,8 @@ pub struct Pending {
 pub struct SessionQuery {
     /// The one credential forwarded.
     pub credential: Credential,
+    /// Ask past Better Auth's cookie cache and ours (`revalidate`).
+    pub fresh: bool,
     /// What the answer depends on (the credential's kind and value; for cookies, the session
     /// cookies alone): the cache and coalescing key. Never logged.
     pub key: String,
@@ -168,6 +234,7 @@ impl std::fmt::Debug for SessionQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionQuery")
             .field("credential", &self.credential)
+            .field("fresh", &self.fresh)
             .field("key", &"<redacted>")
             .field("client_addr", &self.client_addr)
             .field("user_agent", &self.user_agent)
@@ -176,6 +243,8 @@ impl std::fmt::Debug for SessionQuery {
 }
 
 /// The Better Auth client's typed answer.
+// `Valid` is the common answer: boxing it would cost an allocation on every allow.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionLookup {
     /// 200 with a user and a session.
@@ -197,7 +266,7 @@ pub enum SessionLookup {
     BadAnswer,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionUser {
     pub id: String,
     pub email: Option<String>,
@@ -206,6 +275,13 @@ pub struct SessionUser {
     pub mapped: Vec<Option<String>>,
     /// The `jwt` plugin's `set-auth-jwt`, when `AUTHZ_HEADER_JWT` asks for it.
     pub jwt: Option<String>,
+    /// `user.role` (admin plugin): a comma-separated list.
+    pub role: Option<String>,
+    pub email_verified: bool,
+    /// `session.impersonatedBy` is set (admin plugin).
+    pub impersonated: bool,
+    /// `session.createdAt`: when the user signed in.
+    pub signed_in_at: Option<OffsetDateTime>,
 }
 
 /// The outcome of a check, for any transport.
@@ -231,6 +307,9 @@ pub struct Decision {
     /// The credentials are stripped on this allow (`AUTHZ_STRIP_CREDENTIALS`): nginx then takes
     /// `Cookie` and `Authorization` from the answer instead of the request.
     pub strips_credentials: bool,
+    /// The route of the path (`route` label of the per-route metrics); `None` when the check
+    /// ended before the routes were consulted.
+    pub route: Option<Arc<str>>,
 }
 
 /// Upper bound on one identity header value. Better Auth bounds neither names nor emails; a
@@ -258,6 +337,7 @@ impl Decision {
             client_headers: Vec::new(),
             dropped_headers: Vec::new(),
             strips_credentials: false,
+            route: None,
         }
     }
 
@@ -276,6 +356,14 @@ impl Decision {
             client_headers: Vec::new(),
             dropped_headers: Vec::new(),
             strips_credentials: false,
+            route: None,
+        }
+    }
+
+    fn on_route(self, demand: &Demand) -> Self {
+        Decision {
+            route: demand.route.clone(),
+            ..self
         }
     }
 }
@@ -309,22 +397,32 @@ pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
         Err(_) => return Plan::Done(Decision::deny(Reason::BadRequest, Detail::InvalidPath)),
     };
 
-    if policy.public_paths.iter().any(|p| p.matches(&path)) {
-        return Plan::Done(Decision::allow_anonymous(Reason::PublicPath, policy));
+    let demand = policy.routes.demand(&path, req.method, req.host, req.route);
+    if demand.anonymous {
+        return Plan::Done(Decision::allow_anonymous(Reason::PublicPath, policy).on_route(&demand));
     }
 
     if policy.allow_preflight && is_preflight(req) {
-        return Plan::Done(Decision::allow_anonymous(Reason::Preflight, policy));
+        return Plan::Done(Decision::allow_anonymous(Reason::Preflight, policy).on_route(&demand));
+    }
+
+    if let Some((reason, detail)) = demand.deny {
+        return Plan::Done(Decision::deny(reason, detail).on_route(&demand));
     }
 
     let cookie_bytes: usize = req.cookies.iter().map(|c| c.len()).sum();
     if cookie_bytes > MAX_COOKIE_HEADER_BYTES {
-        return Plan::Done(Decision::deny(
-            Reason::HeadersTooLarge,
-            Detail::CookieHeaderTooLarge,
-        ));
+        return Plan::Done(
+            Decision::deny(Reason::HeadersTooLarge, Detail::CookieHeaderTooLarge).on_route(&demand),
+        );
     }
 
+    let login_redirect = policy
+        .routes
+        .login
+        .as_ref()
+        .filter(|_| demand.login && is_navigation(req))
+        .map(|login| login.redirect_for(&path, req.path));
     let presented = Presented {
         cookies: &req.cookies,
         authorization: &req.authorization,
@@ -336,43 +434,55 @@ pub fn plan(policy: &Policy, req: &CheckRequest<'_>) -> Plan {
         &policy.api_key_header,
         presented,
     );
+    let unauthenticated = |detail| {
+        let deny = Decision::deny(
+            if matches!(detail, Detail::NoSessionCookie | Detail::NoCredential) {
+                Reason::SessionRequired
+            } else {
+                Reason::SessionInvalid
+            },
+            detail,
+        );
+        Plan::Done(to_login(deny, login_redirect.as_deref()).on_route(&demand))
+    };
     match found {
-        Found::Nothing if policy.credentials == [CredentialKind::Cookie] => Plan::Done(
-            Decision::deny(Reason::SessionRequired, Detail::NoSessionCookie),
-        ),
-        Found::Nothing => Plan::Done(Decision::deny(
-            Reason::SessionRequired,
-            Detail::NoCredential,
-        )),
-        Found::Malformed(CredentialKind::Cookie) => Plan::Done(Decision::deny(
-            Reason::SessionInvalid,
-            Detail::MalformedSessionCookie,
-        )),
-        Found::Malformed(_) => Plan::Done(Decision::deny(
-            Reason::SessionInvalid,
-            Detail::MalformedCredential,
-        )),
+        Found::Nothing if policy.credentials == [CredentialKind::Cookie] => {
+            unauthenticated(Detail::NoSessionCookie)
+        }
+        Found::Nothing => unauthenticated(Detail::NoCredential),
+        Found::Malformed(CredentialKind::Cookie) => unauthenticated(Detail::MalformedSessionCookie),
+        Found::Malformed(_) => unauthenticated(Detail::MalformedCredential),
         Found::Plausible { credential, key } => Plan::Lookup(Pending {
             query: SessionQuery {
                 credential,
+                fresh: demand.revalidate,
                 key,
                 client_addr: req.client_addr.map(str::to_owned),
                 user_agent: req.user_agent.map(str::to_owned),
             },
-            path,
+            demand,
+            login_redirect,
             strip: headers::strip(policy, req),
         }),
     }
 }
 
-/// Step two: the lookup's outcome, at time `now`, becomes the decision.
+/// Step two: the lookup's outcome, at time `now`, becomes the decision, or the memberships
+/// to ask about.
 pub fn decide(
     policy: &Policy,
     pending: Pending,
     lookup: SessionLookup,
     now: OffsetDateTime,
-) -> Decision {
-    let kind = pending.query.credential.kind();
+) -> Step {
+    let Pending {
+        query,
+        demand,
+        login_redirect,
+        strip,
+    } = pending;
+    let done = |d: Decision| Step::Done(d.on_route(&demand));
+    let kind = query.credential.kind();
     // Session cookies go back to a cookie client only: a bearer or API-key client (a script,
     // a CLI, a mobile app) has no cookie jar to refresh, and clearing cookies would log out a
     // browser that happens to share it.
@@ -393,60 +503,63 @@ pub fn decide(
             set_auth_token,
         ),
         SessionLookup::NoSession { set_cookies } => {
-            return Decision {
+            let deny = Decision {
                 set_cookies: cookies_for_client(set_cookies),
                 ..Decision::deny(Reason::SessionInvalid, Detail::SessionNotFound)
             };
+            return done(to_login(deny, login_redirect.as_deref()));
         }
         SessionLookup::RateLimited { retry_after } => {
-            return Decision {
+            return done(Decision {
                 client_headers: retry_after
                     .map(|secs| ("retry-after".to_owned(), secs.to_string()))
                     .into_iter()
                     .collect(),
                 ..Decision::deny(Reason::RateLimited, Detail::CredentialRateLimited)
-            };
+            });
         }
 
         SessionLookup::Unavailable(detail) => {
-            return Decision::deny(Reason::AuthUnavailable, detail);
+            return done(Decision::deny(Reason::AuthUnavailable, detail));
         }
         SessionLookup::BadAnswer => {
-            return Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer);
+            return done(Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer));
         }
     };
 
     if expires_at <= now {
-        return Decision {
+        let deny = Decision {
             set_cookies,
             ..Decision::deny(Reason::SessionInvalid, Detail::SessionExpired)
         };
+        return done(to_login(deny, login_redirect.as_deref()));
     }
 
     // The id goes into a header and is compared with paths: it must be a clean header value,
     // without edge blanks (HTTP parsers strip them, so " u1" would arrive as "u1").
     if !is_header_safe(&user.id) || user.id.trim() != user.id {
-        return Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer);
+        return done(Decision::deny(Reason::AuthError, Detail::UpstreamBadAnswer));
     }
     if user.id.len() > MAX_IDENTITY_VALUE_BYTES {
-        return Decision::deny(Reason::AuthError, Detail::UserIdTooLong);
+        return done(Decision::deny(Reason::AuthError, Detail::UserIdTooLong));
     }
 
-    if let Some(pattern) = &policy.user_path
-        && pattern
-            .user_segments(&pending.path)
-            .any(|segment| segment != user.id)
-    {
-        return Decision {
+    if let Some((reason, detail)) = unmet(&demand, &user, now) {
+        let deny = Decision {
             user_id: Some(user.id),
             set_cookies,
-            ..Decision::deny(Reason::UserMismatch, Detail::PathOwnedByOtherUser)
+            ..Decision::deny(reason, detail)
         };
+        return done(if reason.http_status() == 401 {
+            to_login(deny, login_redirect.as_deref())
+        } else {
+            deny
+        });
     }
 
     // Every header set or removed: a missing (or unsendable) value must not leave a
     // client-sent header in place.
-    let mut edits = pending.strip;
+    let mut edits = strip;
     edits
         .set
         .push((policy.identity.user_id.clone(), user.id.clone()));
@@ -467,16 +580,129 @@ pub fn decide(
         }
         _ => Vec::new(),
     };
-    Decision {
+    let allow = Decision {
         reason: Reason::SessionValid,
         detail: Detail::None,
-        user_id: Some(user.id),
+        user_id: Some(user.id.clone()),
         set_headers: edits.set,
         remove_headers: edits.remove,
         set_cookies,
         client_headers,
         dropped_headers: edits.dropped,
         strips_credentials: edits.strips,
+        route: demand.route.clone(),
+    };
+    if demand.orgs.is_empty() {
+        return Step::Done(allow);
+    }
+    let (queries, required) = demand
+        .orgs
+        .into_iter()
+        .map(|(org, roles)| {
+            let query = OrgQuery {
+                session: query.clone(),
+                org,
+                user_id: user.id.clone(),
+            };
+            (query, roles)
+        })
+        .unzip();
+    Step::Orgs(PendingOrgs {
+        queries,
+        required,
+        allow,
+    })
+}
+
+/// Step three, for routes that name an organization: every membership must hold with one of
+/// the roles its route requires.
+pub fn finish(pending: PendingOrgs, answers: Vec<OrgLookup>) -> Decision {
+    let PendingOrgs {
+        queries,
+        required,
+        allow,
+    } = pending;
+    let deny = |reason, detail| Decision {
+        user_id: allow.user_id.clone(),
+        set_cookies: allow.set_cookies.clone(),
+        route: allow.route.clone(),
+        ..Decision::deny(reason, detail)
+    };
+    if answers.len() != queries.len() {
+        return deny(Reason::AuthError, Detail::UpstreamBadAnswer);
+    }
+    for (answer, roles) in answers.into_iter().zip(&required) {
+        match answer {
+            OrgLookup::Member { role } if has_any_role(&role, roles) => {}
+            OrgLookup::Member { .. } => {
+                return deny(Reason::OrgForbidden, Detail::OrgRoleMissing);
+            }
+            OrgLookup::NotMember => return deny(Reason::OrgForbidden, Detail::NotOrgMember),
+            OrgLookup::NoSession => {
+                return Decision {
+                    route: allow.route.clone(),
+                    ..Decision::deny(Reason::SessionInvalid, Detail::SessionNotFound)
+                };
+            }
+            OrgLookup::Unavailable(detail) => return deny(Reason::AuthUnavailable, detail),
+            OrgLookup::BadAnswer => return deny(Reason::AuthError, Detail::UpstreamBadAnswer),
+        }
+    }
+    allow
+}
+
+/// The first requirement the session does not meet, in a fixed order.
+fn unmet(demand: &Demand, user: &SessionUser, now: OffsetDateTime) -> Option<(Reason, Detail)> {
+    if demand.users.iter().any(|segment| *segment != user.id) {
+        return Some((Reason::UserMismatch, Detail::PathOwnedByOtherUser));
+    }
+    if let Some(max_age) = demand.max_age {
+        let recent = user.signed_in_at.is_some_and(|at| {
+            now - at <= time::Duration::try_from(max_age).unwrap_or(time::Duration::MAX)
+        });
+        if !recent {
+            return Some((Reason::SessionTooOld, Detail::SignInTooOld));
+        }
+    }
+    let role = user.role.as_deref().unwrap_or_default();
+    if demand.roles.iter().any(|roles| !has_any_role(role, roles)) {
+        return Some((Reason::RoleRequired, Detail::RoleMissing));
+    }
+    if demand.email_verified && !user.email_verified {
+        return Some((Reason::EmailUnverified, Detail::EmailNotVerified));
+    }
+    if demand.not_impersonated && user.impersonated {
+        return Some((Reason::ImpersonationForbidden, Detail::ImpersonatedSession));
+    }
+    None
+}
+
+/// Whether a comma-separated role list (Better Auth's `role` fields) holds one of `wanted`.
+pub fn has_any_role(list: &str, wanted: &[String]) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|role| !role.is_empty() && wanted.iter().any(|w| w == role))
+}
+
+/// A browser navigation: `GET` or `HEAD` asking for HTML. Only these are redirected; an API
+/// call keeps its JSON 401.
+fn is_navigation(req: &CheckRequest<'_>) -> bool {
+    (req.method == "GET" || req.method == "HEAD")
+        && req
+            .accept
+            .is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
+}
+
+/// A 401 becomes the redirect to the sign-in page when the route asks for it; the detail
+/// still says why.
+fn to_login(deny: Decision, redirect: Option<&str>) -> Decision {
+    match redirect {
+        Some(location) if deny.reason.http_status() == 401 => Decision {
+            reason: Reason::LoginRequired,
+            client_headers: vec![("location".to_owned(), location.to_owned())],
+            ..deny
+        },
+        _ => deny,
     }
 }
 

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authorizer::Authorizer;
 use crate::decision::{self, Decision, TraceHeaders, Transport};
+use crate::routes::NamedRoute;
 
 /// The tonic service. Cheap to clone.
 #[derive(Clone)]
@@ -59,6 +60,7 @@ impl Authorization for ExtAuthz {
         let user_agent = headers.first("user-agent");
         let traceparent = headers.first("traceparent");
         let tracestate = headers.first("tracestate");
+        let accept = headers.first("accept");
         let req = decision::CheckRequest {
             transport: Transport::Grpc,
             trace: TraceHeaders {
@@ -68,6 +70,8 @@ impl Authorization for ExtAuthz {
             method: &http.method,
             path: &http.path,
             host: Some(http.host.as_str()).filter(|h| !h.is_empty()),
+            route: named_route(&check),
+            accept: accept.as_deref(),
             forwarded_conflict: false,
             cookies: cookies.iter().map(|c| c.as_ref()).collect(),
             authorization: authorization.iter().map(|c| c.as_ref()).collect(),
@@ -80,6 +84,17 @@ impl Authorization for ExtAuthz {
         let decision = self.authorizer.check(&req).await;
         Ok(Response::new(check_response(&decision)))
     }
+}
+
+/// The route the Envoy route (or Envoy Gateway's `contextExtensions`) named:
+/// `check_settings.context_extensions` key `route`. Set by the proxy's configuration, never
+/// by the client.
+fn named_route(check: &CheckRequest) -> NamedRoute<'_> {
+    check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.context_extensions.get("route"))
+        .map_or(NamedRoute::None, |name| NamedRoute::Named(name))
 }
 
 fn http_request(check: &CheckRequest) -> Option<&HttpRequest> {

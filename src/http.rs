@@ -20,13 +20,16 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::any;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
+use http::header::{
+    ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::authorizer::Authorizer;
 use crate::decision::{CheckRequest, Decision, TraceHeaders, Transport};
 use crate::names;
 use crate::reason::{Detail, Reason};
+use crate::routes::{NamedRoute, host_key};
 
 pub const AUTH_PATH: &str = "/auth";
 
@@ -34,6 +37,8 @@ pub const AUTH_PATH: &str = "/auth";
 pub struct HttpAdapter {
     pub authorizer: Arc<Authorizer>,
     pub forward_auth: ForwardAuth,
+    /// `AUTHZ_ROUTE_HEADER`: the header the proxy names a route in (unset: none is read).
+    pub route_header: Option<String>,
 }
 
 pub fn router(adapter: HttpAdapter) -> Router {
@@ -63,6 +68,10 @@ async fn auth(
     let origin = text_ref(&headers, "origin");
     let preflight_method = text_ref(&headers, "access-control-request-method");
     let user_agent = text_ref(&headers, USER_AGENT.as_str());
+    let route = adapter
+        .route_header
+        .as_deref()
+        .map_or(NamedRoute::None, |name| named_route(&headers, name));
 
     let req = CheckRequest {
         transport: Transport::Http,
@@ -74,6 +83,8 @@ async fn auth(
         // Missing or unusable: "", which the core answers with `BAD_REQUEST`.
         path: original.uri.unwrap_or_default(),
         host: original.host,
+        route,
+        accept: text_ref(&headers, ACCEPT.as_str()),
         forwarded_conflict: original.conflict,
         cookies: cookies.iter().map(|c| c.as_ref()).collect(),
         authorization: authorization.iter().map(|c| c.as_ref()).collect(),
@@ -277,16 +288,17 @@ fn agree<'h>(
     chosen
 }
 
-/// A host for comparison: lower case, without port or trailing dot.
-fn host_key(host: &str) -> String {
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host
-            .rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(name, _)| name),
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
+/// The route named in `name`: once, or a deny when repeated (a client copy got through) or
+/// not text.
+fn named_route<'h>(headers: &'h HeaderMap, name: &str) -> NamedRoute<'h> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => NamedRoute::None,
+        (Some(value), None) => value
+            .to_str()
+            .map_or(NamedRoute::Named(""), NamedRoute::Named),
+        (Some(_), Some(_)) => NamedRoute::Repeated,
+    }
 }
 
 /// The request target of ingress-nginx's full `X-Original-URL` (`scheme://authority/path?query`),

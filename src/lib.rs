@@ -38,6 +38,8 @@ pub mod metrics;
 pub mod names;
 pub mod path;
 pub mod reason;
+pub mod reload;
+pub mod routes;
 pub mod telemetry;
 pub mod tls;
 
@@ -150,6 +152,7 @@ pub async fn run(
         .map_err(Error::Setup)?;
     let readiness = Arc::new(Readiness::default());
     let lookups = lookups::Lookups::new(client.clone(), metrics.clone(), &config.lookups);
+    metrics.set_policy_routes(config.policy.routes.routes().len());
     let authorizer = Authorizer::new(config.policy.clone(), lookups, metrics.clone());
 
     // One token tree: cancelling `stop_checks` stops the check listeners and the probe first;
@@ -158,6 +161,14 @@ pub async fn run(
     let stop_checks = stop_all.child_token();
 
     let probe = tokio::spawn(readiness.clone().follow(client, stop_checks.clone()));
+    if let Some(path) = &config.policy_file {
+        tokio::spawn(reload::watch(
+            path.clone(),
+            authorizer.clone(),
+            metrics.clone(),
+            stop_all.clone(),
+        ));
+    }
 
     let tls = config.tls.clone().map(tls::TlsReloader::new);
     if let Some(reloader) = &tls {
@@ -187,6 +198,7 @@ pub async fn run(
         let adapter = http::HttpAdapter {
             authorizer,
             forward_auth: config.listeners.forward_auth,
+            route_header: config.listeners.route_header.clone(),
         };
         servers.spawn(serve_http(adapter, listener, tls, stop_checks.clone()));
     }

@@ -26,10 +26,13 @@ use tracing::field::Empty;
 
 use crate::better_auth::{BetterAuthClient, Outcome};
 use crate::credentials::CredentialKind;
-use crate::decision::{SessionLookup, SessionQuery, SessionUser, TraceHeaders};
+use crate::decision::{
+    OrgLookup, OrgQuery, SessionLookup, SessionQuery, SessionUser, TraceHeaders,
+};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::reason::Detail;
+use crate::routes::OrgRef;
 use crate::telemetry;
 
 /// SHA-256 of the session cookies.
@@ -49,14 +52,21 @@ pub struct LookupOptions {
     pub max_inflight: usize,
 }
 
+/// A cache entry: a valid session, or a membership. Served until `until`.
 #[derive(Clone)]
-struct Cached {
-    user: SessionUser,
-    expires_at: OffsetDateTime,
-    /// When the entry stops being served: min(now + TTL, expiresAt).
-    until: Instant,
-    /// What the entry counts against `AUTHZ_CACHE_MAX_BYTES`, fixed at insertion.
-    weight: u64,
+enum Cached {
+    Session {
+        user: SessionUser,
+        expires_at: OffsetDateTime,
+        until: Instant,
+        /// What the entry counts against `AUTHZ_CACHE_MAX_BYTES`, fixed at insertion.
+        weight: u64,
+    },
+    Member {
+        role: String,
+        until: Instant,
+        weight: u64,
+    },
 }
 
 /// Weighs entries by the weight fixed at insertion (their estimated size, never below
@@ -66,19 +76,19 @@ struct ByteWeighter;
 
 impl quick_cache::Weighter<Key, Cached> for ByteWeighter {
     fn weight(&self, _key: &Key, entry: &Cached) -> u64 {
-        entry.weight
+        match entry {
+            Cached::Session { weight, .. } | Cached::Member { weight, .. } => *weight,
+        }
     }
 }
 
 type SessionCache = quick_cache::sync::Cache<Key, Cached, ByteWeighter>;
 
-/// A lookup in flight, for followers to wait on.
-type InFlight = watch::Receiver<Option<SessionLookup>>;
-
 pub struct Lookups {
     client: BetterAuthClient,
     metrics: Metrics,
-    in_flight: Mutex<HashMap<Key, InFlight>>,
+    sessions: Flights<SessionLookup>,
+    members: Flights<OrgLookup>,
     cache: Option<SessionCache>,
     cache_ttl: Duration,
     cache_api_keys: bool,
@@ -98,7 +108,8 @@ impl Lookups {
         Lookups {
             client,
             metrics,
-            in_flight: Mutex::new(HashMap::new()),
+            sessions: Flights::default(),
+            members: Flights::default(),
             cache,
             cache_ttl: options.cache_ttl,
             cache_api_keys: options.cache_api_keys,
@@ -107,99 +118,134 @@ impl Lookups {
         }
     }
 
-    /// Look the session up: from the cache, by joining a call in flight, or by calling.
+    /// Look the session up: from the cache, by joining a call in flight, or by calling. A
+    /// fresh query (`revalidate`) skips the cache both ways.
     pub async fn lookup(&self, query: &SessionQuery, trace: TraceHeaders<'_>) -> SessionLookup {
         if query.credential.kind() == CredentialKind::ApiKey && !self.cache_api_keys {
             // Each get-session with an API key counts against the key's own quota: every
             // request is asked about, neither cached nor shared.
             return self.call(query, trace).await;
         }
-        let key = key_of(query);
-
-        if let Some(cache) = &self.cache {
-            match cache.get(&key) {
-                Some(hit)
-                    if hit.until > Instant::now() && hit.expires_at > OffsetDateTime::now_utc() =>
-                {
-                    self.metrics.record_cache(true);
-                    return SessionLookup::Valid {
-                        user: hit.user,
-                        expires_at: hit.expires_at,
-                        set_cookies: Vec::new(),
-                        set_auth_token: None,
-                    };
-                }
-                _ => self.metrics.record_cache(false),
-            }
-        }
-
-        // Join a call in flight for the same cookies, or lead one.
-        let role = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            match in_flight.get(&key) {
-                Some(receiver) => Role::Follow(receiver.clone()),
-                None => {
-                    let (sender, receiver) = watch::channel(None);
-                    in_flight.insert(key, receiver.clone());
-                    Role::Lead(
-                        sender,
-                        LeaderGuard {
-                            lookups: self,
-                            key,
-                            receiver,
-                        },
-                    )
-                }
-            }
-        };
-        let (sender, _leader) = match role {
-            Role::Follow(mut receiver) => {
-                self.metrics.record_coalesced();
-                if let Ok(answer) = receiver.wait_for(Option::is_some).await
-                    && let Some(lookup) = answer.clone()
-                {
-                    return lookup;
-                }
-                // The leader was cancelled before answering: ask on our own.
-                (None, None)
-            }
-            Role::Lead(sender, guard) => (Some(sender), Some(guard)),
-        };
-
-        let lookup = self.call(query, trace).await;
-        if let (
-            Some(cache),
-            SessionLookup::Valid {
-                user, expires_at, ..
-            },
-        ) = (&self.cache, &lookup)
+        let key = key_of(&[
+            query.key.as_bytes(),
+            if query.fresh { b"\0fresh" } else { b"" },
+        ]);
+        if !query.fresh
+            && let Some(hit) = self.cached(&key, |entry| match entry {
+                Cached::Session {
+                    user, expires_at, ..
+                } if *expires_at > OffsetDateTime::now_utc() => Some(SessionLookup::Valid {
+                    user: user.clone(),
+                    expires_at: *expires_at,
+                    set_cookies: Vec::new(),
+                    set_auth_token: None,
+                }),
+                _ => None,
+            })
         {
-            let now = OffsetDateTime::now_utc();
-            // Never past the session's end, nor past the JWT's: a cached JWT is never served
-            // expired (one without a readable `exp` is not cached at all).
-            let mut until = *expires_at;
-            if let Some(jwt) = &user.jwt {
-                until = headers::jwt_expiry(jwt).map_or(now, |exp| until.min(exp));
-            }
-            let left = (until - now).try_into().unwrap_or(Duration::ZERO);
-            let keep = self.cache_ttl.min(left);
-            if !keep.is_zero() {
-                cache.insert(
-                    key,
-                    Cached {
-                        user: user.clone(),
-                        expires_at: *expires_at,
-                        until: Instant::now() + keep,
-                        weight: estimated_bytes(user).max(self.weight_floor),
-                    },
-                );
-                self.metrics.set_cache_size(cache.len(), cache.weight());
-            }
+            return hit;
         }
-        if let Some(sender) = sender {
-            let _ = sender.send(Some(lookup.clone()));
+        let call = async {
+            let lookup = self.call(query, trace).await;
+            if !query.fresh {
+                self.remember_session(key, &lookup);
+            }
+            lookup
+        };
+        self.sessions.share(key, &self.metrics, call).await
+    }
+
+    /// The caller's membership in an organization: cached (when the cache is on) and coalesced
+    /// per credential, kind and organization, like sessions.
+    pub async fn membership(
+        &self,
+        query: &OrgQuery,
+        session_ends: OffsetDateTime,
+        trace: TraceHeaders<'_>,
+    ) -> OrgLookup {
+        let (kind, org) = match &query.org {
+            OrgRef::Id(id) => (&b"\0org-id\0"[..], id),
+            OrgRef::Slug(slug) => (&b"\0org-slug\0"[..], slug),
+        };
+        let fresh: &[u8] = if query.session.fresh { b"\0fresh" } else { b"" };
+        let key = key_of(&[query.session.key.as_bytes(), kind, org.as_bytes(), fresh]);
+        let cacheable = !query.session.fresh
+            && (query.session.credential.kind() != CredentialKind::ApiKey || self.cache_api_keys);
+        if cacheable
+            && let Some(hit) = self.cached(&key, |entry| match entry {
+                Cached::Member { role, .. } => Some(OrgLookup::Member { role: role.clone() }),
+                Cached::Session { .. } => None,
+            })
+        {
+            return hit;
         }
-        lookup
+        let call = async {
+            let lookup = self.call_members(query, trace).await;
+            if cacheable && let OrgLookup::Member { role } = &lookup {
+                let weight = ENTRY_OVERHEAD_BYTES + role.len() as u64;
+                self.remember(key, session_ends, |until| Cached::Member {
+                    role: role.clone(),
+                    until,
+                    weight: weight.max(self.weight_floor),
+                });
+            }
+            lookup
+        };
+        if cacheable {
+            self.members.share(key, &self.metrics, call).await
+        } else {
+            call.await
+        }
+    }
+
+    /// A live cache entry, as `serve` reads it; counts the hit or miss.
+    fn cached<T>(&self, key: &Key, serve: impl FnOnce(&Cached) -> Option<T>) -> Option<T> {
+        let cache = self.cache.as_ref()?;
+        let hit = cache.get(key).and_then(|entry| {
+            let until = match &entry {
+                Cached::Session { until, .. } | Cached::Member { until, .. } => *until,
+            };
+            (until > Instant::now()).then(|| serve(&entry)).flatten()
+        });
+        self.metrics.record_cache(hit.is_some());
+        hit
+    }
+
+    fn remember_session(&self, key: Key, lookup: &SessionLookup) {
+        let SessionLookup::Valid {
+            user, expires_at, ..
+        } = lookup
+        else {
+            return;
+        };
+        // Never past the session's end, nor past the JWT's: a cached JWT is never served
+        // expired (one without a readable `exp` is not cached at all).
+        let mut ends = *expires_at;
+        if let Some(jwt) = &user.jwt {
+            ends = headers::jwt_expiry(jwt).map_or(OffsetDateTime::now_utc(), |exp| ends.min(exp));
+        }
+        let weight = estimated_bytes(user).max(self.weight_floor);
+        self.remember(key, ends, |until| Cached::Session {
+            user: user.clone(),
+            expires_at: *expires_at,
+            until,
+            weight,
+        });
+    }
+
+    /// Keep an entry for the TTL, never past `ends`.
+    fn remember(&self, key: Key, ends: OffsetDateTime, entry: impl FnOnce(Instant) -> Cached) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let left = (ends - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let keep = self.cache_ttl.min(left);
+        if !keep.is_zero() {
+            cache.insert(key, entry(Instant::now() + keep));
+            self.metrics.set_cache_size(cache.len(), cache.weight());
+        }
     }
 
     /// One real call to Better Auth, unless too many are in flight already.
@@ -232,25 +278,101 @@ impl Lookups {
             .record_lookup(outcome, start.elapsed().as_secs_f64());
         lookup
     }
+
+    /// One membership call, under the same in-flight bound.
+    async fn call_members(&self, query: &OrgQuery, trace: TraceHeaders<'_>) -> OrgLookup {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            self.metrics.record_shed();
+            return OrgLookup::Unavailable(Detail::Overloaded);
+        };
+        let _inflight = self.metrics.inflight();
+        let span = tracing::debug_span!(
+            "better_auth.list_members",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "GET",
+        );
+        let outgoing = telemetry::outgoing(&span, trace);
+        let lookup = self
+            .client
+            .membership(query, &outgoing)
+            .instrument(span.clone())
+            .await;
+        if matches!(lookup, OrgLookup::Unavailable(_) | OrgLookup::BadAnswer) {
+            span.record("otel.status_code", "ERROR");
+        }
+        lookup
+    }
 }
 
-enum Role<'a> {
-    Follow(InFlight),
-    Lead(watch::Sender<Option<SessionLookup>>, LeaderGuard<'a>),
+/// Calls in flight by key: concurrent askers of the same key share one call.
+struct Flights<T> {
+    in_flight: Mutex<HashMap<Key, watch::Receiver<Option<T>>>>,
+}
+
+impl<T> Default for Flights<T> {
+    fn default() -> Self {
+        Flights {
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+// === impl Flights ===
+
+impl<T: Clone> Flights<T> {
+    /// Join the call in flight for `key`, or lead one by running `call`. A follower whose
+    /// leader was cancelled before answering runs `call` itself.
+    async fn share(&self, key: Key, metrics: &Metrics, call: impl Future<Output = T>) -> T {
+        let role = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            match in_flight.get(&key) {
+                Some(receiver) => Err(receiver.clone()),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    in_flight.insert(key, receiver.clone());
+                    Ok((
+                        sender,
+                        LeaderGuard {
+                            flights: self,
+                            key,
+                            receiver,
+                        },
+                    ))
+                }
+            }
+        };
+        match role {
+            Err(mut receiver) => {
+                metrics.record_coalesced();
+                if let Ok(answer) = receiver.wait_for(Option::is_some).await
+                    && let Some(answer) = answer.clone()
+                {
+                    return answer;
+                }
+                call.await
+            }
+            Ok((sender, _guard)) => {
+                let answer = call.await;
+                let _ = sender.send(Some(answer.clone()));
+                answer
+            }
+        }
+    }
 }
 
 /// Removes the leader's in-flight entry when the call ends or is cancelled, so that followers
 /// never wait on a call nobody makes.
-struct LeaderGuard<'a> {
-    lookups: &'a Lookups,
+struct LeaderGuard<'a, T> {
+    flights: &'a Flights<T>,
     key: Key,
-    receiver: InFlight,
+    receiver: watch::Receiver<Option<T>>,
 }
 
-impl Drop for LeaderGuard<'_> {
+impl<T> Drop for LeaderGuard<'_, T> {
     fn drop(&mut self) {
         let mut in_flight = self
-            .lookups
+            .flights
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -274,9 +396,14 @@ fn estimated_bytes(user: &SessionUser) -> u64 {
     ENTRY_OVERHEAD_BYTES + strings as u64
 }
 
-fn key_of(query: &SessionQuery) -> Key {
-    let digest = ring::digest::digest(&ring::digest::SHA256, query.key.as_bytes());
+/// SHA-256 of the parts, each with its length first (no two tuples share a key).
+fn key_of(parts: &[&[u8]]) -> Key {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
     let mut key = [0u8; 32];
-    key.copy_from_slice(digest.as_ref());
+    key.copy_from_slice(context.finish().as_ref());
     key
 }

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use better_authz::config::{Args, Config};
+use better_authz::config::{Args, Command, Config, PolicyCommand};
+use better_authz::path::NormalPath;
+use better_authz::routes::{NamedRoute, file};
 use better_authz::{Listeners, run, telemetry};
 use clap::Parser;
 
@@ -14,6 +16,9 @@ fn main() -> ExitCode {
     // Before any TLS-capable client (Better Auth's, the OTLP exporter's) is built.
     better_authz::better_auth::install_crypto_provider();
     let args = Args::parse();
+    if let Some(Command::Policy(command)) = &args.command {
+        return policy_command(command);
+    }
     let config = match Config::from_args(&args) {
         Ok(config) => config,
         Err(problems) => {
@@ -41,6 +46,61 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `better-authz policy check|explain`: exit 0, or 2 naming every problem.
+fn policy_command(command: &PolicyCommand) -> ExitCode {
+    let file = match command {
+        PolicyCommand::Check { file } | PolicyCommand::Explain { file, .. } => file,
+    };
+    let routes = match file::load(file) {
+        Ok(routes) => routes,
+        Err(problems) => {
+            eprintln!("better-authz: {}: invalid policy:", file.display());
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match command {
+        PolicyCommand::Check { .. } => {
+            println!(
+                "{}: {} routes, tried in order",
+                file.display(),
+                routes.routes().len()
+            );
+            for route in routes.routes() {
+                println!("  line {:<4} {route}", route.line);
+            }
+            println!("  (no match)  -> session");
+            if let Some(login) = &routes.login {
+                println!(
+                    "sign-in: {} (callbacks on {})",
+                    login.login_url, login.app_origin
+                );
+            }
+        }
+        PolicyCommand::Explain {
+            method,
+            path,
+            host,
+            route,
+            ..
+        } => {
+            let normal = match NormalPath::parse(path) {
+                Ok(normal) => normal,
+                Err(error) => {
+                    println!("denied: 400 BAD_REQUEST (the path is unusable: {error:?})");
+                    return ExitCode::SUCCESS;
+                }
+            };
+            let named = route.as_deref().map_or(NamedRoute::None, NamedRoute::Named);
+            let demand = routes.demand(&normal, method, host.as_deref(), named);
+            print!("{demand}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: Config) -> Result<(), better_authz::Error> {

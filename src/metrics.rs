@@ -40,6 +40,9 @@ pub struct Metrics {
     deny_details: IntCounterVec,
     dropped_identity: IntCounter,
     ready: IntGauge,
+    routes: IntCounterVec,
+    policy_reloads: IntCounterVec,
+    policy_routes: IntGauge,
 }
 
 // === impl Metrics ===
@@ -109,6 +112,26 @@ impl Metrics {
             "Identity headers removed on an allow because Better Auth's value was too long or \
              unsendable",
         )?;
+        let routes = IntCounterVec::new(
+            Opts::new(
+                "better_authz_route_decisions_total",
+                "Decisions by the route of the path (the policy's names; _default when none \
+                 matched)",
+            ),
+            &["route", "decision"],
+        )?;
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "better_authz_policy_reloads_total",
+                "Policy file reloads: ok (the new routes serve), error (the last good policy \
+                 stays)",
+            ),
+            &["result"],
+        )?;
+        let policy_routes = IntGauge::new(
+            "better_authz_policy_routes",
+            "Routes in the policy being served",
+        )?;
         let ready = IntGauge::new(
             "better_authz_ready",
             "1 while /readyz answers ready (listeners up, Better Auth's /ok answered recently, \
@@ -134,6 +157,9 @@ impl Metrics {
         registry.register(Box::new(deny_details.clone()))?;
         registry.register(Box::new(dropped_identity.clone()))?;
         registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(routes.clone()))?;
+        registry.register(Box::new(policy_reloads.clone()))?;
+        registry.register(Box::new(policy_routes.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -156,6 +182,9 @@ impl Metrics {
         for result in ["hit", "miss"] {
             cache.with_label_values(&[result]);
         }
+        for result in ["ok", "error"] {
+            policy_reloads.with_label_values(&[result]);
+        }
         let upstream_series = Outcome::ALL
             .iter()
             .map(|o| upstream_duration.with_label_values(&[o.label()]))
@@ -175,6 +204,9 @@ impl Metrics {
             deny_details,
             dropped_identity,
             ready,
+            routes,
+            policy_reloads,
+            policy_routes,
         })
     }
 
@@ -229,6 +261,27 @@ impl Metrics {
     pub fn inflight(&self) -> InflightGuard {
         self.upstream_inflight.inc();
         InflightGuard(self.upstream_inflight.clone())
+    }
+
+    /// One decision on `route`. The names come from the policy, a bounded set.
+    pub fn record_route(&self, route: &str, allow: bool) {
+        let decision = if allow { "allow" } else { "deny" };
+        self.routes.with_label_values(&[route, decision]).inc();
+    }
+
+    /// A policy (re)load: `Some(routes)` when it serves, `None` when it was refused.
+    pub fn record_policy_load(&self, routes: Option<usize>) {
+        let result = if routes.is_some() { "ok" } else { "error" };
+        self.policy_reloads.with_label_values(&[result]).inc();
+        if let Some(routes) = routes {
+            self.policy_routes
+                .set(i64::try_from(routes).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn set_policy_routes(&self, routes: usize) {
+        self.policy_routes
+            .set(i64::try_from(routes).unwrap_or(i64::MAX));
     }
 
     pub fn set_ready(&self, ready: bool) {

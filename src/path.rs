@@ -89,7 +89,7 @@ impl NormalPath {
     }
 
     /// Every distinct reading of the path: one, or two when it has `;` parameters.
-    fn readings(&self) -> impl Iterator<Item = &[String]> {
+    pub fn readings(&self) -> impl Iterator<Item = &[String]> {
         std::iter::once(self.segments.as_slice()).chain(self.servlet.as_deref())
     }
 }

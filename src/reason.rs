@@ -82,6 +82,36 @@ reasons! {
         "HEADERS_TOO_LARGE", Deny, 431, ResourceExhausted,
         "Request cookies or headers too large"
     ),
+    /// The route requires a role (admin plugin's `user.role`) the user does not have.
+    RoleRequired => (
+        "ROLE_REQUIRED", Deny, 403, PermissionDenied, "A role this resource requires is missing"
+    ),
+    /// The route's organization: the user is not a member, or not with a required role.
+    OrgForbidden => (
+        "ORG_FORBIDDEN", Deny, 403, PermissionDenied,
+        "Access to this organization is forbidden"
+    ),
+    /// The route requires a verified email address.
+    EmailUnverified => (
+        "EMAIL_UNVERIFIED", Deny, 403, PermissionDenied, "A verified email address is required"
+    ),
+    /// The route is closed to impersonated sessions (admin plugin's `impersonatedBy`).
+    ImpersonationForbidden => (
+        "IMPERSONATION_FORBIDDEN", Deny, 403, PermissionDenied,
+        "Not available to an impersonated session"
+    ),
+    /// The sign-in is older than the route's `max_age`: sign in again.
+    SessionTooOld => (
+        "SESSION_TOO_OLD", Deny, 401, Unauthenticated, "A recent sign-in is required"
+    ),
+    /// The path's route does not admit this method or host, lacks a segment its route names,
+    /// or the proxy named a route the policy does not have.
+    NoRoute => (
+        "NO_ROUTE", Deny, 403, PermissionDenied, "No route of the policy admits this request"
+    ),
+    /// A browser navigation without a usable session on a route with `on_deny: login`: sent
+    /// to the sign-in page.
+    LoginRequired => ("LOGIN_REQUIRED", Deny, 302, Unauthenticated, "Sign-in required"),
 }
 
 /// Whether the reason lets the request through.
@@ -253,6 +283,23 @@ details! {
     CredentialRateLimited => (
         "credential_rate_limited", "this credential is over its own rate limit, retry later"
     ),
+    RoleMissing => ("role_missing", "the user has none of the roles this route requires"),
+    NotOrgMember => ("not_org_member", "the user is not a member of this organization"),
+    OrgRoleMissing => (
+        "org_role_missing",
+        "the user's role in this organization is not one this route requires"
+    ),
+    EmailNotVerified => ("email_not_verified", "the user's email address is not verified"),
+    ImpersonatedSession => (
+        "impersonated_session", "this route is not available to an impersonated session"
+    ),
+    SignInTooOld => ("sign_in_too_old", "the sign-in is older than this route allows"),
+    MethodNotRouted => (
+        "method_not_routed", "the route of this path does not admit this method or host"
+    ),
+    RouteSegmentMissing => ("route_segment_missing", "the path lacks a segment its route names"),
+    UnknownRoute => ("unknown_route", "the proxy named a route the policy does not have"),
+    RepeatedRoute => ("repeated_route", "the route was named more than once"),
 }
 
 #[cfg(test)]
@@ -266,6 +313,10 @@ mod tests {
                 Verdict::Allow => {
                     assert_eq!(r.http_status(), 200, "{r}");
                     assert_eq!(r.grpc_code(), GrpcCode::Ok, "{r}");
+                }
+                Verdict::Deny if r == Reason::LoginRequired => {
+                    assert_eq!(r.http_status(), 302);
+                    assert_eq!(r.grpc_code(), GrpcCode::Unauthenticated);
                 }
                 Verdict::Deny => {
                     assert!(r.http_status() >= 400, "{r}");

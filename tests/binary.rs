@@ -11,7 +11,7 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_better-authz");
 
 /// Every variable the binary reads; the `--help` and config tests check against this list.
-const VARIABLES: [&str; 37] = [
+const VARIABLES: [&str; 39] = [
     "BETTER_AUTH_URL",
     "BETTER_AUTH_SESSION_PATH",
     "AUTHZ_GRPC_ADDR",
@@ -20,6 +20,8 @@ const VARIABLES: [&str; 37] = [
     "AUTHZ_COOKIE_PREFIX",
     "AUTHZ_USER_PATH_PATTERN",
     "AUTHZ_PUBLIC_PATHS",
+    "AUTHZ_POLICY_FILE",
+    "AUTHZ_ROUTE_HEADER",
     "AUTHZ_ALLOW_PREFLIGHT",
     "AUTHZ_UPSTREAM_TIMEOUT_MS",
     "AUTHZ_UPSTREAM_POOL_MAX_IDLE",

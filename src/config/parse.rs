@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::path::{PathPrefix, UserPathPattern};
+use crate::routes::{RoutePattern, RouteTable};
 
 use super::{LogFormat, OtlpProtocol};
 
@@ -89,12 +90,14 @@ pub fn cookie_prefix(raw: &str) -> Result<String, String> {
     }
 }
 
-pub fn public_paths(raw: &str) -> Result<Vec<PathPrefix>, String> {
+/// `AUTHZ_PUBLIC_PATHS`: each prefix checked as before, then as the anonymous route it stands
+/// for.
+pub fn public_paths(raw: &str) -> Result<Vec<RoutePattern>, String> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match PathPrefix::parse(part) {
-            Ok(prefix) => out.push(prefix),
+        match PathPrefix::parse(part).and_then(|p| RoutePattern::parse(&p.to_string())) {
+            Ok(pattern) => out.push(pattern),
             Err(problem) => bad.push(problem),
         }
     }
@@ -105,8 +108,17 @@ pub fn public_paths(raw: &str) -> Result<Vec<PathPrefix>, String> {
     }
 }
 
-pub fn user_path(raw: &str) -> Result<UserPathPattern, String> {
-    UserPathPattern::parse(raw)
+/// `AUTHZ_USER_PATH_PATTERN`: checked as before, then as the `own` route it stands for.
+pub fn user_path(raw: &str) -> Result<RoutePattern, String> {
+    UserPathPattern::parse(raw).and_then(|p| RoutePattern::parse(&p.to_string()))
+}
+
+/// `AUTHZ_POLICY_FILE`: read and checked now; every problem, each with its line.
+pub fn policy_file(raw: &str) -> Result<(PathBuf, RouteTable), String> {
+    let path = PathBuf::from(raw);
+    crate::routes::file::load(&path)
+        .map(|routes| (path, routes))
+        .map_err(|problems| format!("{raw}:\n    {}", problems.join("\n    ")))
 }
 
 /// Identity header names: valid HTTP names, lower-case, and not one the proxies own.

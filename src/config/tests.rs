@@ -35,8 +35,8 @@ fn defaults() {
     assert_eq!(c.upstream.timeout, Duration::from_millis(150));
     assert_eq!(c.policy.cookie_prefix, "better-auth");
     assert!(c.policy.allow_preflight);
-    assert!(c.policy.user_path.is_none());
-    assert!(c.policy.public_paths.is_empty());
+    assert!(c.policy.routes.routes().is_empty());
+    assert!(c.policy_file.is_none());
     assert_eq!(
         c.policy.identity.all().collect::<Vec<_>>(),
         ["x-user-id", "x-user-email", "x-user-name"]
@@ -71,6 +71,9 @@ fn identity_headers_are_lower_cased() {
 #[test]
 fn every_bad_variable_is_reported_at_once() {
     let a = Args {
+        command: None,
+        policy_file: Some("/nonexistent/policy.yaml".into()),
+        route_header: Some("x authz route".into()),
         better_auth_url: None,
         better_auth_session_path: Some("get-session".into()),
         grpc_addr: Some("localhost".into()),
@@ -126,6 +129,8 @@ fn every_bad_variable_is_reported_at_once() {
         "AUTHZ_CACHE_API_KEYS",
         "AUTHZ_USER_PATH_PATTERN",
         "AUTHZ_PUBLIC_PATHS",
+        "AUTHZ_POLICY_FILE",
+        "AUTHZ_ROUTE_HEADER",
         "AUTHZ_ALLOW_PREFLIGHT",
         "AUTHZ_UPSTREAM_TIMEOUT_MS",
         "AUTHZ_UPSTREAM_POOL_MAX_IDLE",

@@ -1,6 +1,15 @@
 use time::{Duration, OffsetDateTime};
 
 use super::*;
+use crate::routes::RoutePattern;
+
+/// The decision of a check that names no organization.
+fn decided(step: Step) -> Decision {
+    match step {
+        Step::Done(d) => d,
+        Step::Orgs(_) => panic!("no organization is named"),
+    }
+}
 
 const TOKEN: &str = "tok123.c2ln%3D";
 
@@ -9,8 +18,10 @@ fn policy() -> Policy {
         credentials: vec![CredentialKind::Cookie],
         api_key_header: "x-api-key".into(),
         cookie_prefix: "better-auth".into(),
-        public_paths: vec![PathPrefix::parse("/api/auth/").unwrap()],
-        user_path: Some(UserPathPattern::parse("/api/{user_id}/").unwrap()),
+        routes: Arc::new(RouteTable::from_variables(
+            &[RoutePattern::parse("/api/auth/").unwrap()],
+            Some(RoutePattern::parse("/api/{user_id}/").unwrap()),
+        )),
         allow_preflight: true,
         identity: IdentityHeaders {
             user_id: "x-user-id".into(),
@@ -63,7 +74,7 @@ struct Expect {
 fn run(p: &Policy, r: &CheckRequest<'_>, lookup: SessionLookup) -> (Decision, bool) {
     match plan(p, r) {
         Plan::Done(d) => (d, false),
-        Plan::Lookup(pending) => (decide(p, pending, lookup, now()), true),
+        Plan::Lookup(pending) => (decided(decide(p, pending, lookup, now())), true),
     }
 }
 
@@ -304,6 +315,7 @@ fn session(
             name: name.map(str::to_owned),
             mapped: vec![],
             jwt: None,
+            ..SessionUser::default()
         },
         expires_at,
         set_cookies: set_cookies.iter().map(|c| c.to_string()).collect(),
@@ -470,7 +482,10 @@ fn oversized_cookie_headers_are_refused_without_a_lookup() {
 #[test]
 fn without_a_user_pattern_any_path_only_needs_a_session() {
     let mut p = policy();
-    p.user_path = None;
+    p.routes = Arc::new(RouteTable::from_variables(
+        &[RoutePattern::parse("/api/auth/").unwrap()],
+        None,
+    ));
     let c = session_cookie();
     check(
         &p,
