@@ -77,7 +77,7 @@ STANDARD_ENV = re.compile(r"^(RUST_LOG|OTEL_[A-Z0-9_]+)$")
 # Directories never searched for Envoy configs or manifests.
 PRUNE_DIRS = {".git", ".tools", "target", "node_modules", ".venv", "__pycache__"}
 
-ALL_CHECKS = ["hadolint", "kustomize", "helm", "invariants", "schemas", "checkov", "env", "envoy"]
+ALL_CHECKS = ["hadolint", "kustomize", "helm", "invariants", "schemas", "checkov", "env", "envoy", "policy"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,6 +313,8 @@ def helm_variants() -> dict[str, dict[str, Any] | None]:
         # One check listener off: AUTHZ_*_ADDR=off, and its port gone everywhere.
         "grpc-only": {"http": {"enabled": False}},
         "http-only": {"grpc": {"enabled": False}, "config": {"AUTHZ_FORWARD_AUTH": "ingress-nginx"}},
+        # The route policy as values: a mounted ConfigMap, AUTHZ_POLICY_FILE filled in.
+        "policy": {"policy": yaml.safe_load((K8S / "components" / "policy" / "policy.yaml").read_text())},
     }
 
 
@@ -332,6 +334,9 @@ HELM_MUST_FAIL = {
     "header map field outside user/session": ({"config": {"AUTHZ_HEADER_MAP": "x-a=account.id"}}, "AUTHZ_HEADER_MAP"),
     "JWT header not a header name": ({"config": {"AUTHZ_HEADER_JWT": "x user jwt"}}, "AUTHZ_HEADER_JWT"),
     "strip credentials not a boolean": ({"config": {"AUTHZ_STRIP_CREDENTIALS": "yes"}}, "AUTHZ_STRIP_CREDENTIALS"),
+    "policy with the shorthand": ({"policy": {"routes": []}, "config": {"AUTHZ_PUBLIC_PATHS": "/api/auth/"}},
+                                  "AUTHZ_PUBLIC_PATHS"),
+    "policy with an unknown key": ({"policy": {"rutes": []}}, "rutes"),
 }
 
 # NOTES.txt lines per rendering: ingress-nginx's auth-response-headers (and the Envoy route's removals) name
@@ -412,7 +417,8 @@ def check_helm(r: Result, rendered: Rendered, _: argparse.Namespace) -> None:
 def env_of_set(docs: list[dict[str, Any]]) -> dict[str, str]:
     env: dict[str, str] = {}
     for d in docs:
-        if d.get("kind") == "ConfigMap" and "better-authz" in str((d.get("metadata") or {}).get("name")):
+        if (d.get("kind") == "ConfigMap" and "better-authz" in str((d.get("metadata") or {}).get("name"))
+                and "policy.yaml" not in (d.get("data") or {})):
             env.update({k: str(v) for k, v in (d.get("data") or {}).items()})
     return env
 
@@ -845,6 +851,43 @@ def check_envoy(r: Result, _: Rendered, __: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Route policies: every rendered policy ConfigMap passes `better-authz policy check`, and is
+# mounted where AUTHZ_POLICY_FILE points.
+
+
+def check_policy(r: Result, rendered: Rendered, _: argparse.Namespace) -> None:
+    exe = Path(os.environ.get("BETTER_AUTHZ_BIN", "target/debug/better-authz"))
+    if not exe.is_absolute():
+        exe = ROOT / exe
+    if not exe.exists():
+        r.fail(f"{rel(exe)} not found: build it (cargo build) or point BETTER_AUTHZ_BIN at it")
+        return
+    found = 0
+    for name, doc in rendered.docs():
+        if doc.get("kind") != "ConfigMap" or "policy.yaml" not in (doc.get("data") or {}):
+            continue
+        found += 1
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            f.write(doc["data"]["policy.yaml"])
+            f.flush()
+            p = run([str(exe), "policy", "check", f.name], timeout=30)
+        if p.returncode != 0:
+            r.fail(f"{name}: {doc_id(doc)}: better-authz policy check:\n{tail(p.stderr)}")
+        else:
+            r.info(f"{name}: {doc_id(doc)}: {p.stdout.splitlines()[0].split(': ', 1)[-1]}")
+        cm = doc["metadata"]["name"]
+        mounted = any(
+            (v.get("configMap") or {}).get("name") == cm
+            for other, d in rendered.docs() if other == name and d.get("kind") == "Deployment"
+            for v in d["spec"]["template"]["spec"].get("volumes") or []
+        )
+        if not mounted:
+            r.fail(f"{name}: ConfigMap {cm} holds a policy no Deployment mounts")
+    if found < 2:
+        r.fail(f"expected the chart's and the Kustomize component's policy ConfigMaps, found {found}")
+
+
+# --------------------------------------------------------------------------------------------
 
 
 CHECKS: dict[str, Callable[[Result, Rendered, argparse.Namespace], None]] = {
@@ -856,6 +899,7 @@ CHECKS: dict[str, Callable[[Result, Rendered, argparse.Namespace], None]] = {
     "checkov": check_checkov,
     "env": check_env,
     "envoy": check_envoy,
+    "policy": check_policy,
 }
 
 
@@ -880,7 +924,7 @@ def main() -> int:
         ap.error(f"unknown check(s): {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}")
     # Rendering feeds later checks: run kustomize/helm first whenever a consumer is selected
     # (unless they are explicitly skipped).
-    if set(selected) & {"invariants", "schemas", "checkov", "env"}:
+    if set(selected) & {"invariants", "schemas", "checkov", "env", "policy"}:
         selected += ["kustomize", "helm"]
     order = [c for c in ALL_CHECKS if c in selected and c not in skip]
 

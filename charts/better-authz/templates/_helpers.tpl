@@ -76,6 +76,12 @@ listen addresses derived from .Values.ports when unset. Returned as YAML (a dict
 {{- $_ := set $env "AUTHZ_TLS_CLIENT_CA" "/etc/better-authz/tls/ca.crt" }}
 {{- end }}
 {{- end }}
+{{- if .Values.policy }}
+{{- if or (hasKey $env "AUTHZ_PUBLIC_PATHS") (hasKey $env "AUTHZ_USER_PATH_PATTERN") }}
+{{- fail "policy is set: write config.AUTHZ_PUBLIC_PATHS and config.AUTHZ_USER_PATH_PATTERN as routes in it and leave them empty" }}
+{{- end }}
+{{- $_ := set $env "AUTHZ_POLICY_FILE" "/etc/better-authz/policy/policy.yaml" }}
+{{- end }}
 {{- if not (hasKey $env "BETTER_AUTH_URL") }}
 {{- fail "config.BETTER_AUTH_URL is required: the base URL of your Better Auth server" }}
 {{- end }}
