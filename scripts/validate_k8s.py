@@ -428,7 +428,9 @@ def check_helm(r: Result, rendered: Rendered, _: argparse.Namespace) -> None:
 def env_of_set(docs: list[dict[str, Any]]) -> dict[str, str]:
     env: dict[str, str] = {}
     for d in docs:
-        if d.get("kind") == "ConfigMap" and "better-authz" in str((d.get("metadata") or {}).get("name")):
+        name = str((d.get("metadata") or {}).get("name"))
+        # <fullname>-dashboard holds the Grafana dashboard (grafanaDashboard.enabled), not the environment.
+        if d.get("kind") == "ConfigMap" and "better-authz" in name and not name.endswith("-dashboard"):
             env.update({k: str(v) for k, v in (d.get("data") or {}).items()})
     return env
 
