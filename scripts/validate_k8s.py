@@ -27,6 +27,11 @@ Checks (names for --only / --skip):
               commented out), Kustomize literals, the chart's values.yaml `config` and
               values.schema.json, the rendered ConfigMaps and the Dockerfile's ENV. RUST_LOG
               and OTEL_* are allowed besides the binary's own.
+  monitoring  Alert rules and dashboard (scripts/k8s_monitoring.py): the generated copies of the
+              chart's rules (deploy/prometheus/, k8s/components/prometheusrule, the e2e fixture)
+              and of the dashboard match their source; `promtool check rules` on them and on the
+              groups of every rendered PrometheusRule; `promtool test rules` on
+              deploy/prometheus/better-authz.rules.test.yaml. --write-generated rewrites the copies.
   envoy       `envoy --mode validate` on every Envoy bootstrap config in the repository
               (any *.yaml / *.yml whose top level has static_resources, dynamic_resources or
               admin, and no apiVersion); deprecated fields count as failures.
@@ -52,6 +57,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from k8s_monitoring import check_monitoring, write_generated
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the tools venv's bin/
 
@@ -65,6 +72,7 @@ K8S_VERSIONS = ["1.37.0", "1.30.0"]
 # Custom resources: kubernetes-validate ships core schemas only. Skipped by (group, kind).
 CRD_KINDS: dict[tuple[str, str], str] = {
     ("monitoring.coreos.com", "ServiceMonitor"): "Prometheus Operator",
+    ("monitoring.coreos.com", "PrometheusRule"): "Prometheus Operator",
     ("security.istio.io", "AuthorizationPolicy"): "Istio",
     ("gateway.envoyproxy.io", "SecurityPolicy"): "Envoy Gateway",
     ("gateway.networking.k8s.io", "HTTPRoute"): "Gateway API",
@@ -77,7 +85,8 @@ STANDARD_ENV = re.compile(r"^(RUST_LOG|OTEL_[A-Z0-9_]+)$")
 # Directories never searched for Envoy configs or manifests.
 PRUNE_DIRS = {".git", ".tools", "target", "node_modules", ".venv", "__pycache__"}
 
-ALL_CHECKS = ["hadolint", "kustomize", "helm", "invariants", "schemas", "checkov", "env", "envoy", "policy"]
+ALL_CHECKS = ["hadolint", "kustomize", "helm", "invariants", "schemas", "checkov", "env", "monitoring", "envoy",
+              "policy"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,6 +301,8 @@ def helm_variants() -> dict[str, dict[str, Any] | None]:
                 "egress": {"extra": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [{"port": 443}]}]},
             },
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
             "service": {"headless": {"enabled": True}},
             "serviceAccount": {"create": True},
             "tls": {"secretName": "better-authz-tls", "requireClientCert": True},
@@ -304,6 +315,8 @@ def helm_variants() -> dict[str, dict[str, Any] | None]:
             "podDisruptionBudget": {"enabled": False},
             "networkPolicy": {"enabled": False},
             "serviceMonitor": {"enabled": False},
+            "prometheusRule": {"enabled": False},
+            "grafanaDashboard": {"enabled": False},
             "service": {"headless": {"enabled": False}},
             "serviceAccount": {"create": False, "name": "existing"},
             "topologySpread": {"enabled": False},
@@ -337,6 +350,10 @@ HELM_MUST_FAIL = {
     "policy with the shorthand": ({"policy": {"routes": []}, "config": {"AUTHZ_PUBLIC_PATHS": "/api/auth/"}},
                                   "AUTHZ_PUBLIC_PATHS"),
     "policy with an unknown key": ({"policy": {"rutes": []}}, "rutes"),
+    "alert window not a duration": ({"prometheusRule": {"rateWindow": "5 minutes"}}, "rateWindow"),
+    # The minimum rate is what keeps a few crafted requests from paging anyone: it cannot be dropped.
+    "AUTH_ERROR alert without a minimum rate": (
+        {"prometheusRule": {"alerts": {"authError": {"minPerSecond": None}}}}, "minPerSecond"),
 }
 
 # NOTES.txt lines per rendering: ingress-nginx's auth-response-headers (and the Envoy route's removals) name
@@ -417,8 +434,12 @@ def check_helm(r: Result, rendered: Rendered, _: argparse.Namespace) -> None:
 def env_of_set(docs: list[dict[str, Any]]) -> dict[str, str]:
     env: dict[str, str] = {}
     for d in docs:
-        if (d.get("kind") == "ConfigMap" and "better-authz" in str((d.get("metadata") or {}).get("name"))
-                and "policy.yaml" not in (d.get("data") or {})):
+        name = str((d.get("metadata") or {}).get("name"))
+        data = d.get("data") or {}
+        # <fullname>-dashboard holds the Grafana dashboard (grafanaDashboard.enabled) and the policy
+        # ConfigMaps a policy file: not the environment.
+        if (d.get("kind") == "ConfigMap" and "better-authz" in name and not name.endswith("-dashboard")
+                and "policy.yaml" not in data):
             env.update({k: str(v) for k, v in (d.get("data") or {}).items()})
     return env
 
@@ -898,6 +919,7 @@ CHECKS: dict[str, Callable[[Result, Rendered, argparse.Namespace], None]] = {
     "schemas": check_schemas,
     "checkov": check_checkov,
     "env": check_env,
+    "monitoring": check_monitoring,
     "envoy": check_envoy,
     "policy": check_policy,
 }
@@ -912,10 +934,14 @@ def main() -> int:
     ap.add_argument("--allow-missing-binary", action="store_true",
                     help="report the env check as SKIP (not FAIL) when the binary is not built")
     ap.add_argument("--self-test", action="store_true", help="test the --help parser and exit")
+    ap.add_argument("--write-generated", action="store_true",
+                    help="rewrite the copies of the alert rules and the dashboard from their sources, and exit")
     args = ap.parse_args()
 
     if args.self_test:
         return self_test()
+    if args.write_generated:
+        return write_generated()
 
     selected = [c.strip() for c in (args.only or ",".join(ALL_CHECKS)).split(",") if c.strip()]
     skip = {c.strip() for c in args.skip.split(",") if c.strip()}
@@ -924,7 +950,7 @@ def main() -> int:
         ap.error(f"unknown check(s): {', '.join(unknown)}; known: {', '.join(ALL_CHECKS)}")
     # Rendering feeds later checks: run kustomize/helm first whenever a consumer is selected
     # (unless they are explicitly skipped).
-    if set(selected) & {"invariants", "schemas", "checkov", "env", "policy"}:
+    if set(selected) & {"invariants", "schemas", "checkov", "env", "monitoring", "policy"}:
         selected += ["kustomize", "helm"]
     order = [c for c in ALL_CHECKS if c in selected and c not in skip]
 
