@@ -19,10 +19,10 @@ use crate::decision::{SessionLookup, SessionQuery, SessionUser};
 use crate::headers;
 use crate::reason::Detail;
 
-/// Largest session body we read. A real one is well under 2 KiB; plugins add fields, so leave
-/// generous room while refusing to buffer a runaway answer.
 mod members;
 
+/// Largest session body we read. A real one is well under 2 KiB; plugins add fields, so leave
+/// generous room while refusing to buffer a runaway answer.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Idle kept-alive connections to Better Auth are closed after this long.
@@ -592,6 +592,79 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn policy_fields_are_read_from_the_session() {
+        let body = br#"{"session":{"expiresAt":"2026-12-03T01:02:03Z","createdAt":"2026-11-26T01:02:03.456Z","impersonatedBy":"admin-1"},"user":{"id":"u1","role":"user,admin","emailVerified":true}}"#;
+        let SessionLookup::Valid { user, .. } = parse_session(body, vec![], &[]) else {
+            panic!("expected a valid session");
+        };
+        assert_eq!(user.role.as_deref(), Some("user,admin"));
+        assert!(user.email_verified && user.impersonated);
+        assert_eq!(
+            user.signed_in_at.map(OffsetDateTime::unix_timestamp),
+            Some(1_795_654_923)
+        );
+
+        // As lists, as epoch milliseconds, as nulls, or absent.
+        for (fields, role, verified, impersonated, signed_in) in [
+            (
+                r##""role":["user","admin"],"emailVerified":false},"session":{"createdAt":1800000000000,"impersonatedBy":"""##,
+                Some("user,admin"),
+                false,
+                false,
+                Some(1_800_000_000),
+            ),
+            (
+                r#""role":null,"emailVerified":null},"session":{"createdAt":null,"impersonatedBy":null"#,
+                None,
+                false,
+                false,
+                None,
+            ),
+            (
+                r#""name":"n"},"session":{"createdAt":"yesterday""#,
+                None,
+                false,
+                false,
+                None,
+            ),
+        ] {
+            let body =
+                format!(r#"{{"user":{{"id":"u1",{fields},"expiresAt":"2026-12-03T01:02:03Z"}}}}"#);
+            let SessionLookup::Valid { user, .. } = parse_session(body.as_bytes(), vec![], &[])
+            else {
+                panic!("expected a valid session: {body}");
+            };
+            assert_eq!(user.role.as_deref(), role, "{body}");
+            assert_eq!(user.email_verified, verified, "{body}");
+            assert_eq!(user.impersonated, impersonated, "{body}");
+            assert_eq!(
+                user.signed_in_at.map(OffsetDateTime::unix_timestamp),
+                signed_in,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_membership_and_fresh_session_urls_sit_beside_the_session_endpoint() {
+        let base = reqwest::Url::parse("http://auth.internal:3000/").unwrap();
+        let e = Endpoints::of(&base, "/api/auth/get-session").unwrap();
+        assert_eq!(
+            e.members.as_str(),
+            "http://auth.internal:3000/api/auth/organization/list-members"
+        );
+        assert_eq!(
+            e.session_fresh.as_str(),
+            "http://auth.internal:3000/api/auth/get-session?disableCookieCache=true"
+        );
+        let e = Endpoints::of(&base, "/auth/v2/session").unwrap();
+        assert_eq!(
+            e.members.as_str(),
+            "http://auth.internal:3000/auth/v2/organization/list-members"
+        );
     }
 
     #[test]

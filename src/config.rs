@@ -415,8 +415,16 @@ impl Config {
 
         let public = read_optional!(r, a.public_paths, public_paths).flatten();
         let own = read_optional!(r, a.user_path_pattern, user_path).flatten();
+        // Judged on presence, so that the clash is reported even when the file is bad too.
+        let file_given = a
+            .policy_file
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty());
         let file = read_optional!(r, a.policy_file, policy_file).flatten();
-        if file.is_some() && (public.is_some() || own.is_some()) {
+        let shorthand_given = [&a.public_paths, &a.user_path_pattern]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()));
+        if file_given && shorthand_given {
             let (public, own) = (r.var("public_paths"), r.var("user_path_pattern"));
             r.problem(
                 "policy_file",

@@ -180,6 +180,8 @@ pub struct PendingOrgs {
     required: Vec<Vec<String>>,
     /// The decision if every membership holds.
     allow: Decision,
+    /// Where a browser goes if the session ended meanwhile (`on_deny: login`).
+    login_redirect: Option<String>,
 }
 
 /// Is the user a member of this organization, and with which role? Holds the credential.
@@ -611,6 +613,7 @@ pub fn decide(
         queries,
         required,
         allow,
+        login_redirect,
     })
 }
 
@@ -621,6 +624,7 @@ pub fn finish(pending: PendingOrgs, answers: Vec<OrgLookup>) -> Decision {
         queries,
         required,
         allow,
+        login_redirect,
     } = pending;
     let deny = |reason, detail| Decision {
         user_id: allow.user_id.clone(),
@@ -639,10 +643,11 @@ pub fn finish(pending: PendingOrgs, answers: Vec<OrgLookup>) -> Decision {
             }
             OrgLookup::NotMember => return deny(Reason::OrgForbidden, Detail::NotOrgMember),
             OrgLookup::NoSession => {
-                return Decision {
+                let deny = Decision {
                     route: allow.route.clone(),
                     ..Decision::deny(Reason::SessionInvalid, Detail::SessionNotFound)
                 };
+                return to_login(deny, login_redirect.as_deref());
             }
             OrgLookup::Unavailable(detail) => return deny(Reason::AuthUnavailable, detail),
             OrgLookup::BadAnswer => return deny(Reason::AuthError, Detail::UpstreamBadAnswer),

@@ -473,11 +473,11 @@ impl RoutePattern {
         let mut bindings = Bindings::default();
         for (i, pattern) in self.segments.iter().enumerate() {
             let Some(segment) = reading.get(i) else {
-                // The path ended: a miss, unless a placeholder is still to come.
-                let placeholder_left = self.segments[i..]
-                    .iter()
-                    .any(|s| !matches!(s, Segment::Literal(_)));
-                return (short_denies && placeholder_left).then_some(Fit::Short);
+                // The path ended: a miss, unless it reached the first placeholder and a
+                // placeholder is still to come (`/orgs` for `/orgs/{org_id}/`). A path that
+                // ends within the literal prefix (`/`) is not under the route.
+                return (short_denies && lacks_placeholder(&self.segments, i))
+                    .then_some(Fit::Short);
             };
             match pattern {
                 Segment::Literal(lit) if exact && lit != segment => return None,
@@ -506,17 +506,21 @@ impl std::fmt::Display for RoutePattern {
     }
 }
 
+/// Whether a path that ends after `len` segments of a pattern lacks one of its placeholders:
+/// it reached the first placeholder (`segments[len]` or an earlier one) and one is still to
+/// come.
+fn lacks_placeholder(segments: &[Segment], len: usize) -> bool {
+    let placeholder = |s: &Segment| !matches!(s, Segment::Literal(_));
+    segments[..=len].iter().any(placeholder) && segments[len..].iter().any(placeholder)
+}
+
 // === impl Node ===
 
 impl Node {
     fn insert(&mut self, segments: &[Segment], route: usize, short_denies: bool) {
         let mut node = self;
         for (depth, segment) in segments.iter().enumerate() {
-            if short_denies
-                && segments[depth..]
-                    .iter()
-                    .any(|s| !matches!(s, Segment::Literal(_)))
-            {
+            if short_denies && lacks_placeholder(segments, depth) {
                 node.short.push(route);
             }
             node = match segment {

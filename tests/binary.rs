@@ -289,3 +289,219 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+// ---- The policy file
+
+const GOOD_POLICY: &str = "\
+app_origin: https://app.example
+login_url: https://id.example/sign-in
+routes:
+  - name: public
+    match:
+      path: /public/
+    allow: anonymous
+  - name: org
+    match:
+      path: /orgs/{org_id}/
+      methods: [GET]
+    require:
+      org_roles: [owner]
+      max_age: 15m
+    on_deny: login
+  - name: admin
+    match:
+      path: /admin/
+    require:
+      roles: [admin]
+";
+
+/// Two routes, three problems, on lines 4 and 9.
+const BAD_POLICY: &str = "\
+routes:
+  - name: ok
+    match: {path: /ok/}
+  - name: Bad_Name
+    match:
+      path: /x/
+    require:
+      max_age: soon
+  - name: ok
+    match: {path: /ok2/}
+";
+
+#[test]
+fn a_bad_policy_file_at_start_up_exits_2_naming_each_problem_and_its_line() {
+    let file = PolicyFile::new(BAD_POLICY);
+    let out = command()
+        .env("BETTER_AUTH_URL", "http://127.0.0.1:3000")
+        .env("AUTHZ_POLICY_FILE", &file.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("AUTHZ_POLICY_FILE"), "{stderr}");
+    for problem in [
+        "line 4: route \"Bad_Name\": the name must be [a-z0-9-]+",
+        "line 4: route \"Bad_Name\": require.max_age: \"soon\" is not a duration",
+        "line 9: route \"ok\": the name is already used by an earlier route",
+    ] {
+        assert!(stderr.contains(problem), "{problem} not in:\n{stderr}");
+    }
+
+    // An unknown key: its line and column.
+    file.write("routes:\n  - name: a\n    match: {path: /a/}\n    requir: {}\n");
+    let out = command()
+        .env("BETTER_AUTH_URL", "http://127.0.0.1:3000")
+        .env("AUTHZ_POLICY_FILE", &file.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("requir") && stderr.contains("line 4"),
+        "{stderr}"
+    );
+
+    // A file that is not there.
+    let out = command()
+        .env("BETTER_AUTH_URL", "http://127.0.0.1:3000")
+        .env("AUTHZ_POLICY_FILE", "/nonexistent/policy.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open it"), "{stderr}");
+}
+
+#[test]
+fn a_policy_file_and_the_shorthand_variables_conflict() {
+    let file = PolicyFile::new(GOOD_POLICY);
+    for (variable, value) in [
+        ("AUTHZ_PUBLIC_PATHS", "/api/auth/"),
+        ("AUTHZ_USER_PATH_PATTERN", "/api/{user_id}/"),
+    ] {
+        let out = command()
+            .env("BETTER_AUTH_URL", "http://127.0.0.1:3000")
+            .env("AUTHZ_POLICY_FILE", &file.path)
+            .env(variable, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{variable}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with("AUTHZ_POLICY_FILE:"))
+            .unwrap_or_else(|| panic!("AUTHZ_POLICY_FILE not reported:\n{stderr}"));
+        assert!(
+            line.contains("AUTHZ_PUBLIC_PATHS") && line.contains("AUTHZ_USER_PATH_PATTERN"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn policy_check_lists_the_routes_or_every_problem() {
+    let file = PolicyFile::new(GOOD_POLICY);
+    let out = command()
+        .args(["policy", "check"])
+        .arg(&file.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "3 routes, tried in order",
+        "line 4    public           /public/  -> anonymous",
+        "line 8    org              /orgs/{org_id}/ methods=GET  -> session, org role in [owner], \
+         signed in within 900s, on_deny=login",
+        "line 16   admin            /admin/  -> session, role in [admin]",
+        "(no match)  -> session",
+        "sign-in: https://id.example/sign-in (callbacks on https://app.example)",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
+    }
+    // Needs no Better Auth and no other variable.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    file.write(BAD_POLICY);
+    let out = command()
+        .args(["policy", "check"])
+        .arg(&file.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid policy"), "{stderr}");
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("line "))
+        .collect();
+    assert_eq!(problems.len(), 3, "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn policy_explain_names_the_route_and_what_it_requires() {
+    let file = PolicyFile::new(GOOD_POLICY);
+    let explain = |args: &[&str]| {
+        let out = command()
+            .args(["policy", "explain"])
+            .arg(&file.path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        explain(&["GET", "/orgs/o%201/tasks?x=1"]),
+        "route: org\nrequires: a valid session\n  membership of organization id \"o 1\" with a \
+         role in [owner]\n  a sign-in within the last 900s\n  browsers without a session are \
+         sent to the sign-in page\n"
+    );
+    assert_eq!(
+        explain(&["POST", "/orgs/o1"]),
+        "route: org\ndenied: 403 NO_ROUTE (the route of this path does not admit this method or \
+         host)\n"
+    );
+    assert_eq!(
+        explain(&["GET", "/orgs"]),
+        "route: org\ndenied: 403 NO_ROUTE (the path lacks a segment its route names)\n"
+    );
+    assert_eq!(
+        explain(&["GET", "/public/x"]),
+        "route: public\nallowed without a session (identity headers removed)\n"
+    );
+    assert_eq!(
+        explain(&["GET", "/"]),
+        "route: _default\nrequires: a valid session\n"
+    );
+    // A route the proxy names adds its requirements; an unknown one denies.
+    assert_eq!(
+        explain(&[
+            "GET",
+            "/public/x",
+            "--route",
+            "admin",
+            "--host",
+            "app.example"
+        ]),
+        "route: public\nrequires: a valid session\n  a role in [admin] (user.role)\n"
+    );
+    assert!(explain(&["GET", "/x", "--route", "nope"]).contains("denied: 403 NO_ROUTE"));
+    assert!(explain(&["GET", "/a%2Fb"]).starts_with("denied: 400 BAD_REQUEST"));
+
+    // A bad file: exit 2, as `check`.
+    file.write(BAD_POLICY);
+    let out = command()
+        .args(["policy", "explain"])
+        .arg(&file.path)
+        .args(["GET", "/"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -139,3 +139,6 @@ pub fn parse_members(status: u16, body: &[u8], query: &OrgQuery) -> OrgLookup {
         None => OrgLookup::NotMember,
     }
 }
+
+#[cfg(test)]
+mod tests;

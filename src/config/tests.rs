@@ -129,6 +129,8 @@ fn every_bad_variable_is_reported_at_once() {
         "AUTHZ_CACHE_API_KEYS",
         "AUTHZ_USER_PATH_PATTERN",
         "AUTHZ_PUBLIC_PATHS",
+        // The file cannot be read, and it is set together with the shorthand.
+        "AUTHZ_POLICY_FILE",
         "AUTHZ_POLICY_FILE",
         "AUTHZ_ROUTE_HEADER",
         "AUTHZ_ALLOW_PREFLIGHT",

@@ -497,3 +497,678 @@ fn without_a_user_pattern_any_path_only_needs_a_session() {
         },
     );
 }
+
+// ---- Per-route policy
+
+const ROUTES: &str = r#"
+app_origin: https://app.example
+login_url: https://id.example/sign-in
+routes:
+  - name: public
+    match:
+      path: /public/
+    allow: anonymous
+  - name: admin
+    match:
+      path: /admin/
+    require:
+      roles: [admin, root]
+    on_deny: login
+  - name: verified
+    match:
+      path: /verified/
+    require:
+      email_verified: true
+  - name: real
+    match:
+      path: /real/
+    require:
+      not_impersonated: true
+  - name: recent
+    match:
+      path: /recent/
+    require:
+      max_age: 15m
+    on_deny: login
+  - name: fresh
+    match:
+      path: /fresh/
+    require:
+      revalidate: true
+  - name: org
+    match:
+      path: /orgs/{org_id}/
+    require:
+      org_roles: [owner, admin]
+    on_deny: login
+  - name: team
+    match:
+      path: /teams/{org_slug}/
+    require:
+      org_roles: [member]
+  - name: own
+    match:
+      path: /users/{user_id}/
+    on_deny: login
+  - name: dash
+    match:
+      path: /dash/
+      methods: [GET, POST]
+    on_deny: login
+"#;
+
+fn routed() -> Policy {
+    Policy {
+        routes: Arc::new(crate::routes::file::parse(ROUTES).expect("a valid policy")),
+        ..policy()
+    }
+}
+
+/// A valid session for u1, changed by `change`.
+fn user(change: impl FnOnce(&mut SessionUser)) -> SessionLookup {
+    let mut u = SessionUser {
+        id: "u1".into(),
+        email: Some("u1@example.com".into()),
+        ..SessionUser::default()
+    };
+    change(&mut u);
+    SessionLookup::Valid {
+        user: u,
+        expires_at: now() + Duration::hours(1),
+        set_cookies: vec![],
+        set_auth_token: None,
+    }
+}
+
+/// Plan with the session cookie; the lookup's answer decides.
+fn step(p: &Policy, method: &str, path: &str, lookup: SessionLookup) -> Step {
+    let c = session_cookie();
+    match plan(p, &req(method, path, vec![&c])) {
+        Plan::Done(d) => Step::Done(d),
+        Plan::Lookup(pending) => decide(p, pending, lookup, now()),
+    }
+}
+
+#[test]
+fn every_requirement_is_judged() {
+    let p = routed();
+    let minutes_ago = |m: i64| Some(now() - Duration::minutes(m));
+    use Reason::*;
+    let cases: Vec<(&str, SessionLookup, Reason, Detail)> = vec![
+        // Roles: any one, in a comma-separated list, compared exactly.
+        (
+            "/admin/x",
+            user(|u| u.role = Some("admin".into())),
+            SessionValid,
+            Detail::None,
+        ),
+        (
+            "/admin/x",
+            user(|u| u.role = Some("user, root".into())),
+            SessionValid,
+            Detail::None,
+        ),
+        (
+            "/admin/x",
+            user(|u| u.role = Some("user".into())),
+            RoleRequired,
+            Detail::RoleMissing,
+        ),
+        (
+            "/admin/x",
+            user(|u| u.role = Some("Admin".into())),
+            RoleRequired,
+            Detail::RoleMissing,
+        ),
+        (
+            "/admin/x",
+            user(|u| u.role = Some("administrator".into())),
+            RoleRequired,
+            Detail::RoleMissing,
+        ),
+        (
+            "/admin/x",
+            user(|u| u.role = Some(",".into())),
+            RoleRequired,
+            Detail::RoleMissing,
+        ),
+        ("/admin/x", user(|_| {}), RoleRequired, Detail::RoleMissing),
+        // The servlet reading of the path is the admin area too.
+        (
+            "/admin;x/y",
+            user(|_| {}),
+            RoleRequired,
+            Detail::RoleMissing,
+        ),
+        // Verified email.
+        (
+            "/verified/x",
+            user(|u| u.email_verified = true),
+            SessionValid,
+            Detail::None,
+        ),
+        (
+            "/verified/x",
+            user(|_| {}),
+            EmailUnverified,
+            Detail::EmailNotVerified,
+        ),
+        // Impersonation.
+        ("/real/x", user(|_| {}), SessionValid, Detail::None),
+        (
+            "/real/x",
+            user(|u| u.impersonated = true),
+            ImpersonationForbidden,
+            Detail::ImpersonatedSession,
+        ),
+        (
+            "/verified/x",
+            user(|u| {
+                u.impersonated = true;
+                u.email_verified = true
+            }),
+            SessionValid,
+            Detail::None,
+        ),
+        // Sign-in age: at most 15 minutes; unknown is too old.
+        (
+            "/recent/x",
+            user(|u| u.signed_in_at = minutes_ago(10)),
+            SessionValid,
+            Detail::None,
+        ),
+        (
+            "/recent/x",
+            user(|u| u.signed_in_at = minutes_ago(15)),
+            SessionValid,
+            Detail::None,
+        ),
+        (
+            "/recent/x",
+            user(|u| u.signed_in_at = minutes_ago(16)),
+            SessionTooOld,
+            Detail::SignInTooOld,
+        ),
+        (
+            "/recent/x",
+            user(|u| u.signed_in_at = None),
+            SessionTooOld,
+            Detail::SignInTooOld,
+        ),
+        // The caller's own path.
+        ("/users/u1/x", user(|_| {}), SessionValid, Detail::None),
+        (
+            "/users/u2/x",
+            user(|_| {}),
+            UserMismatch,
+            Detail::PathOwnedByOtherUser,
+        ),
+        // No route: a session is enough; a path lacking its route's segment is denied.
+        ("/elsewhere", user(|_| {}), SessionValid, Detail::None),
+        ("/orgs", user(|_| {}), NoRoute, Detail::RouteSegmentMissing),
+        ("/users", user(|_| {}), NoRoute, Detail::RouteSegmentMissing),
+        // Anonymous: Better Auth is not asked.
+        (
+            "/public/x",
+            SessionLookup::BadAnswer,
+            PublicPath,
+            Detail::None,
+        ),
+    ];
+    for (path, lookup, reason, detail) in cases {
+        let Step::Done(d) = step(&p, "GET", path, lookup) else {
+            panic!("{path}: no organization is named")
+        };
+        assert_eq!((d.reason, d.detail), (reason, detail), "GET {path}");
+        if reason == SessionValid {
+            assert!(
+                d.set_headers
+                    .iter()
+                    .any(|(k, v)| k == "x-user-id" && v == "u1"),
+                "{path}"
+            );
+        } else {
+            assert!(d.set_headers.is_empty(), "{path}");
+        }
+    }
+    // A method the route does not list.
+    let Step::Done(d) = step(&p, "DELETE", "/dash", user(|_| {})) else {
+        panic!("no organization is named")
+    };
+    assert_eq!(
+        (d.reason, d.detail),
+        (Reason::NoRoute, Detail::MethodNotRouted)
+    );
+}
+
+#[test]
+fn route_denies_are_decided_before_any_lookup() {
+    let p = routed();
+    let c = session_cookie();
+    for (method, path, detail) in [
+        ("DELETE", "/dash/x", Detail::MethodNotRouted),
+        ("GET", "/orgs/", Detail::RouteSegmentMissing),
+    ] {
+        // With or without a credential: no lookup, no redirect.
+        for cookies in [vec![c.as_str()], vec![]] {
+            let mut r = req(method, path, cookies);
+            r.accept = Some("text/html");
+            let Plan::Done(d) = plan(&p, &r) else {
+                panic!("{method} {path}: decided without Better Auth")
+            };
+            assert_eq!(
+                (d.reason, d.detail),
+                (Reason::NoRoute, detail),
+                "{method} {path}"
+            );
+            assert!(d.client_headers.is_empty());
+        }
+    }
+    // The proxy named a route that is not in the policy, or named one twice.
+    for (named, detail) in [
+        (NamedRoute::Named("nope"), Detail::UnknownRoute),
+        (NamedRoute::Repeated, Detail::RepeatedRoute),
+    ] {
+        let mut r = req("GET", "/public/x", vec![]);
+        r.route = named;
+        let Plan::Done(d) = plan(&p, &r) else {
+            panic!("decided without Better Auth")
+        };
+        assert_eq!((d.reason, d.detail), (Reason::NoRoute, detail));
+        assert_eq!(d.route.as_deref(), Some("public"));
+    }
+    // Naming an anonymous route never allows; naming a guarded one adds its requirements.
+    let mut r = req("GET", "/elsewhere", vec![&c]);
+    r.route = NamedRoute::Named("public");
+    assert!(matches!(plan(&p, &r), Plan::Lookup(_)));
+    r.route = NamedRoute::Named("admin");
+    let Plan::Lookup(pending) = plan(&p, &r) else {
+        panic!("a lookup")
+    };
+    let Step::Done(d) = decide(&p, pending, user(|_| {}), now()) else {
+        panic!("no organization")
+    };
+    assert_eq!(d.reason, Reason::RoleRequired);
+    assert_eq!(d.route.as_deref(), Some(crate::routes::DEFAULT_ROUTE));
+}
+
+#[test]
+fn revalidate_asks_past_every_cache() {
+    let p = routed();
+    let c = session_cookie();
+    for (path, fresh) in [
+        ("/fresh/x", true),
+        ("/admin/x", false),
+        ("/elsewhere", false),
+    ] {
+        let Plan::Lookup(pending) = plan(&p, &req("GET", path, vec![&c])) else {
+            panic!("{path}: a lookup")
+        };
+        assert_eq!(pending.query.fresh, fresh, "{path}");
+    }
+    let mut r = req("GET", "/elsewhere", vec![&c]);
+    r.route = NamedRoute::Named("fresh");
+    let Plan::Lookup(pending) = plan(&p, &r) else {
+        panic!("a lookup")
+    };
+    assert!(pending.query.fresh, "a named route's revalidate applies");
+}
+
+/// The memberships a session on `path` waits for.
+fn org_step(path: &str, lookup: SessionLookup) -> PendingOrgs {
+    match step(&routed(), "GET", path, lookup) {
+        Step::Orgs(orgs) => orgs,
+        Step::Done(d) => panic!("{path}: decided without the memberships: {d:?}"),
+    }
+}
+
+#[test]
+fn organization_roles_ask_for_each_membership_then_finish() {
+    let refreshed = "better-auth.session_token=new.sig";
+    let lookup = || SessionLookup::Valid {
+        user: SessionUser {
+            id: "u1".into(),
+            ..SessionUser::default()
+        },
+        expires_at: now() + Duration::hours(1),
+        set_cookies: vec![refreshed.into()],
+        set_auth_token: None,
+    };
+    let orgs = org_step("/orgs/o%201/tasks", lookup());
+    assert_eq!(orgs.queries.len(), 1);
+    let q = &orgs.queries[0];
+    assert_eq!(q.org, OrgRef::Id("o 1".into()), "the segment, decoded");
+    assert_eq!(q.user_id, "u1");
+    assert_eq!(q.session.credential, Credential::Cookie(session_cookie()));
+    assert!(!q.session.fresh);
+    assert!(
+        !format!("{q:?}").contains("tok123"),
+        "the credential is redacted"
+    );
+    let orgs = org_step("/teams/acme/x", lookup());
+    assert_eq!(orgs.queries[0].org, OrgRef::Slug("acme".into()));
+
+    use Reason::*;
+    let member = |role: &str| OrgLookup::Member { role: role.into() };
+    for (answer, reason, detail) in [
+        (member("owner"), SessionValid, Detail::None),
+        (member("member, admin"), SessionValid, Detail::None),
+        (member("member"), OrgForbidden, Detail::OrgRoleMissing),
+        (member("Owner"), OrgForbidden, Detail::OrgRoleMissing),
+        (member(""), OrgForbidden, Detail::OrgRoleMissing),
+        (OrgLookup::NotMember, OrgForbidden, Detail::NotOrgMember),
+        (
+            OrgLookup::NoSession,
+            SessionInvalid,
+            Detail::SessionNotFound,
+        ),
+        (
+            OrgLookup::Unavailable(Detail::UpstreamTimeout),
+            AuthUnavailable,
+            Detail::UpstreamTimeout,
+        ),
+        (OrgLookup::BadAnswer, AuthError, Detail::UpstreamBadAnswer),
+    ] {
+        let d = finish(org_step("/orgs/o1/x", lookup()), vec![answer.clone()]);
+        assert_eq!((d.reason, d.detail), (reason, detail), "{answer:?}");
+        assert_eq!(d.route.as_deref(), Some("org"), "{answer:?}");
+        if reason.is_allow() {
+            assert_eq!(d.user_id.as_deref(), Some("u1"));
+            assert!(
+                d.set_headers
+                    .iter()
+                    .any(|(k, v)| k == "x-user-id" && v == "u1")
+            );
+            assert_eq!(d.set_cookies, [refreshed]);
+        } else {
+            assert!(d.set_headers.is_empty(), "{answer:?}");
+            assert!(
+                d.client_headers.is_empty(),
+                "403s never redirect: {answer:?}"
+            );
+        }
+        if reason == OrgForbidden {
+            assert_eq!(
+                d.set_cookies,
+                [refreshed],
+                "the refreshed cookie still goes back"
+            );
+        }
+    }
+    // An answer missing, or one too many: never an allow.
+    assert_eq!(
+        finish(org_step("/orgs/o1/x", lookup()), vec![]).reason,
+        AuthError
+    );
+    let two = vec![member("owner"), member("owner")];
+    assert_eq!(
+        finish(org_step("/orgs/o1/x", lookup()), two).reason,
+        AuthError
+    );
+    // The teams route wants `member`.
+    let d = finish(org_step("/teams/acme", lookup()), vec![member("member")]);
+    assert_eq!(d.reason, SessionValid);
+    let d = finish(org_step("/teams/acme", lookup()), vec![member("owner")]);
+    assert_eq!(d.reason, OrgForbidden);
+}
+
+#[test]
+fn memberships_are_asked_only_once_every_other_requirement_holds() {
+    let p = routed();
+    let c = session_cookie();
+    // The org route named on a path without its segment: denied before any lookup.
+    let mut r = req("GET", "/admin/orgs/o1", vec![&c]);
+    r.route = NamedRoute::Named("org");
+    let Plan::Done(d) = plan(&p, &r) else {
+        panic!("denied without Better Auth")
+    };
+    assert_eq!(
+        (d.reason, d.detail),
+        (Reason::NoRoute, Detail::RouteSegmentMissing)
+    );
+
+    // The admin route named on an organization's path: the role is judged first.
+
+    let mut r = req("GET", "/orgs/o1/x", vec![&c]);
+    r.route = NamedRoute::Named("admin");
+    let Plan::Lookup(pending) = plan(&p, &r) else {
+        panic!("a lookup")
+    };
+    let Step::Done(d) = decide(&p, pending, user(|_| {}), now()) else {
+        panic!("denied before any membership")
+    };
+    assert_eq!(d.reason, Reason::RoleRequired);
+    let Plan::Lookup(pending) = plan(&p, &r) else {
+        panic!("a lookup")
+    };
+    let Step::Orgs(orgs) = decide(&p, pending, user(|u| u.role = Some("root".into())), now())
+    else {
+        panic!("the role holds: the membership is asked")
+    };
+    assert_eq!(orgs.queries.len(), 1);
+    // A session that is not valid never gets as far.
+    for lookup in [
+        SessionLookup::NoSession {
+            set_cookies: vec![],
+        },
+        SessionLookup::BadAnswer,
+        SessionLookup::Unavailable(Detail::Overloaded),
+    ] {
+        assert!(matches!(
+            step(&p, "GET", "/orgs/o1/x", lookup),
+            Step::Done(d) if !d.is_allow()
+        ));
+    }
+}
+
+/// A browser's `GET` (or another method) on `path`, with this `Accept` and these cookies.
+fn navigation<'a>(
+    method: &'a str,
+    path: &'a str,
+    accept: &'a str,
+    cookies: Vec<&'a str>,
+) -> CheckRequest<'a> {
+    CheckRequest {
+        accept: Some(accept),
+        ..req(method, path, cookies)
+    }
+}
+
+const SIGN_IN: &str = "https://id.example/sign-in?callbackURL=";
+
+#[test]
+fn browsers_without_a_session_are_sent_to_sign_in_on_login_routes() {
+    let p = routed();
+    let html = "text/html,application/xhtml+xml,*/*;q=0.8";
+    // No credential: decided in the plan.
+    for (method, path, accept, redirected) in [
+        ("GET", "/dash/x?tab=1", html, true),
+        ("HEAD", "/dash/x?tab=1", html, true),
+        ("GET", "/dash/x?tab=1", "TEXT/HTML", true),
+        // An API call or a form post keeps its 401.
+        ("POST", "/dash/x?tab=1", html, false),
+        ("GET", "/dash/x?tab=1", "application/json", false),
+        ("GET", "/dash/x?tab=1", "*/*", false),
+        // A route without on_deny: login.
+        ("GET", "/verified/x", html, false),
+        ("GET", "/elsewhere", html, false),
+    ] {
+        let r = navigation(method, path, accept, vec![]);
+        let (d, asked) = run(&p, &r, user(|_| {}));
+        assert!(!asked);
+        assert_eq!(
+            d.detail,
+            Detail::NoSessionCookie,
+            "{method} {path} {accept}"
+        );
+        if redirected {
+            assert_eq!(d.reason, Reason::LoginRequired, "{method} {path} {accept}");
+            assert_eq!(d.reason.http_status(), 302);
+            assert_eq!(
+                d.client_headers,
+                [(
+                    "location".to_string(),
+                    format!("{SIGN_IN}https%3A%2F%2Fapp.example%2Fdash%2Fx%3Ftab%3D1")
+                )]
+            );
+        } else {
+            assert_eq!(
+                d.reason,
+                Reason::SessionRequired,
+                "{method} {path} {accept}"
+            );
+            assert!(d.client_headers.is_empty());
+        }
+    }
+    // A malformed cookie is a 401 too.
+    let r = navigation(
+        "GET",
+        "/dash",
+        html,
+        vec!["better-auth.session_token=nodot"],
+    );
+    let (d, _) = run(&p, &r, user(|_| {}));
+    assert_eq!(
+        (d.reason, d.detail),
+        (Reason::LoginRequired, Detail::MalformedSessionCookie)
+    );
+}
+
+#[test]
+fn only_401s_redirect_and_403s_never_do() {
+    let p = routed();
+    let c = session_cookie();
+    let html = "text/html";
+    let clearing = "better-auth.session_token=; Max-Age=0";
+    let redirect = |path: &str| {
+        format!("{SIGN_IN}{}", {
+            let callback = format!("https://app.example{path}");
+            percent_encoding::utf8_percent_encode(&callback, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+                .replace("%2D", "-")
+                .replace("%2E", ".")
+                .replace("%5F", "_")
+                .replace("%7E", "~")
+        })
+    };
+    let cases: Vec<(&str, SessionLookup, Reason, Detail)> = vec![
+        // 401s after the lookup: sent to sign in, with Better Auth's cookies.
+        (
+            "/dash",
+            SessionLookup::NoSession {
+                set_cookies: vec![clearing.into()],
+            },
+            Reason::LoginRequired,
+            Detail::SessionNotFound,
+        ),
+        (
+            "/dash",
+            session("u1", None, None, now() - Duration::seconds(1), &[clearing]),
+            Reason::LoginRequired,
+            Detail::SessionExpired,
+        ),
+        (
+            "/recent/x",
+            user(|u| u.signed_in_at = Some(now() - Duration::hours(1))),
+            Reason::LoginRequired,
+            Detail::SignInTooOld,
+        ),
+        // 403s stay 403s, even on a login route.
+        (
+            "/admin/x",
+            user(|_| {}),
+            Reason::RoleRequired,
+            Detail::RoleMissing,
+        ),
+        (
+            "/users/u2",
+            user(|_| {}),
+            Reason::UserMismatch,
+            Detail::PathOwnedByOtherUser,
+        ),
+        // Errors stay errors.
+        (
+            "/dash",
+            SessionLookup::Unavailable(Detail::UpstreamTimeout),
+            Reason::AuthUnavailable,
+            Detail::UpstreamTimeout,
+        ),
+        (
+            "/dash",
+            SessionLookup::BadAnswer,
+            Reason::AuthError,
+            Detail::UpstreamBadAnswer,
+        ),
+        (
+            "/dash",
+            SessionLookup::RateLimited {
+                retry_after: Some(3),
+            },
+            Reason::RateLimited,
+            Detail::CredentialRateLimited,
+        ),
+    ];
+    for (path, lookup, reason, detail) in cases {
+        let r = navigation("GET", path, html, vec![&c]);
+        let (d, asked) = run(&p, &r, lookup);
+        assert!(asked, "{path}");
+        assert_eq!((d.reason, d.detail), (reason, detail), "{path}");
+        let location = d.client_headers.iter().find(|(k, _)| k == "location");
+        if reason == Reason::LoginRequired {
+            assert_eq!(
+                location.map(|(_, v)| v.clone()),
+                Some(redirect(path)),
+                "{path}"
+            );
+        } else {
+            assert!(location.is_none(), "{path}: {:?}", d.client_headers);
+        }
+        if detail == Detail::SessionNotFound || detail == Detail::SessionExpired {
+            assert_eq!(d.set_cookies, [clearing], "{path}");
+        }
+    }
+    // The same 401s for an API client: no redirect.
+    let r = req("GET", "/dash", vec![&c]);
+    let (d, _) = run(
+        &p,
+        &r,
+        SessionLookup::NoSession {
+            set_cookies: vec![],
+        },
+    );
+    assert_eq!(d.reason, Reason::SessionInvalid);
+    assert!(d.client_headers.is_empty());
+    // A membership whose session ended meanwhile is a 401 like the others: redirected.
+    let orgs = match plan(&p, &navigation("GET", "/orgs/o1", html, vec![&c])) {
+        Plan::Lookup(pending) => match decide(&p, pending, user(|_| {}), now()) {
+            Step::Orgs(orgs) => orgs,
+            Step::Done(d) => panic!("{d:?}"),
+        },
+        Plan::Done(d) => panic!("{d:?}"),
+    };
+    let d = finish(orgs, vec![OrgLookup::NoSession]);
+    assert_eq!(
+        (d.reason, d.detail),
+        (Reason::LoginRequired, Detail::SessionNotFound)
+    );
+    assert!(d.client_headers.iter().any(|(name, _)| name == "location"));
+}
+
+#[test]
+fn decisions_carry_the_route_of_the_path() {
+    let p = routed();
+    let c = session_cookie();
+    for (path, cookies, route) in [
+        ("/public/x", vec![], "public"),
+        ("/admin/x", vec![], "admin"),
+        ("/admin/x", vec![c.as_str()], "admin"),
+        ("/elsewhere", vec![c.as_str()], "_default"),
+        ("/admin;x/y", vec![c.as_str()], "_default"),
+    ] {
+        let (d, _) = run(&p, &req("GET", path, cookies.clone()), user(|_| {}));
+        assert_eq!(d.route.as_deref(), Some(route), "{path} {cookies:?}");
+    }
+    // Before the routes are consulted, none.
+    let (d, _) = run(&p, &req("GET", "/a%2Fb", vec![]), user(|_| {}));
+    assert_eq!((d.reason, d.route), (Reason::BadRequest, None));
+}

@@ -20,8 +20,9 @@ struct PolicyFile {
     app_origin: Option<Spanned<String>>,
     #[serde(default)]
     login_url: Option<Spanned<String>>,
+    /// `routes:` with nothing under it is an empty list.
     #[serde(default)]
-    routes: Vec<Spanned<RouteEntry>>,
+    routes: Option<Vec<Spanned<RouteEntry>>>,
 }
 
 #[derive(Deserialize)]
@@ -94,7 +95,7 @@ pub fn parse(text: &str) -> Result<RouteTable, Vec<String>> {
     let mut problems = Vec::new();
     let login = login_of(&file, &mut problems);
     let mut routes: Vec<Route> = Vec::new();
-    for entry in &file.routes {
+    for entry in file.routes.iter().flatten() {
         let line = entry.referenced.line();
         let mut mine = Vec::new();
         let route = route_of(&entry.value, line, &mut mine);

@@ -1,10 +1,12 @@
 //! Test harness: a **stand-in Better Auth** the tests control (for the answers a real one will
-//! not give on demand: slow, garbage, 5xx, 429, redirects, huge bodies), and the real service
+//! not give on demand: slow, garbage, 5xx, 429, redirects, huge bodies; and its organization
+//! plugin's `list-members`, answering from a table the test sets), and the real service
 //! started in-process on port 0 through the same `run` the binary calls.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Response, StatusCode};
+use axum::http::{HeaderMap, Response, StatusCode, Uri};
 use axum::routing::get;
 use better_authz::config::{Args, Config};
 use better_authz::{Listeners, run};
@@ -63,11 +65,49 @@ pub enum Behavior {
     },
 }
 
+/// What the stand-in answers on `GET /api/auth/organization/list-members` (the organization
+/// plugin), as Better Auth would for the memberships it is given.
+#[derive(Clone, Debug)]
+pub enum Members {
+    /// Better Auth's rules over these memberships: an organization (by `organizationId` or
+    /// `organizationSlug`) no membership names is 400 `ORGANIZATION_NOT_FOUND`; a caller (the
+    /// `filterValue`) without a membership in it is 403
+    /// `YOU_ARE_NOT_A_MEMBER_OF_THIS_ORGANIZATION`; otherwise 200 with the members that match
+    /// the filter.
+    Table(Vec<Membership>),
+    /// This status and body, whatever was asked.
+    Answer(u16, String),
+}
+
+/// One member record of the stand-in's organization plugin.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    pub org_id: String,
+    pub org_slug: String,
+    pub user_id: String,
+    pub role: String,
+}
+
+pub fn membership(org_id: &str, org_slug: &str, user_id: &str, role: &str) -> Membership {
+    Membership {
+        org_id: org_id.into(),
+        org_slug: org_slug.into(),
+        user_id: user_id.into(),
+        role: role.into(),
+    }
+}
+
 pub struct StandInState {
     pub behavior: Mutex<Behavior>,
     pub calls: AtomicUsize,
     pub seen: Mutex<Vec<HeaderMap>>,
+    /// The raw query of each `get-session` call, in order.
+    pub session_queries: Mutex<Vec<String>>,
     pub ok_status: Mutex<u16>,
+    pub members: Mutex<Members>,
+    pub member_calls: AtomicUsize,
+    /// The raw query and headers of each `list-members` call, in order.
+    pub members_seen: Mutex<Vec<(String, HeaderMap)>>,
 }
 
 /// A stand-in Better Auth on loopback.
@@ -85,11 +125,16 @@ impl StandIn {
             behavior: Mutex::new(behavior),
             calls: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            session_queries: Mutex::new(Vec::new()),
             ok_status: Mutex::new(200),
+            members: Mutex::new(Members::Table(Vec::new())),
+            member_calls: AtomicUsize::new(0),
+            members_seen: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/api/auth/get-session", get(get_session))
             .route("/api/auth/ok", get(ok))
+            .route("/api/auth/organization/list-members", get(list_members))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -120,6 +165,37 @@ impl StandIn {
         self.state.calls.load(Ordering::SeqCst)
     }
 
+    pub fn set_members(&self, members: Members) {
+        *self.state.members.lock().unwrap() = members;
+    }
+
+    pub fn member_calls(&self) -> usize {
+        self.state.member_calls.load(Ordering::SeqCst)
+    }
+
+    /// The query of each `list-members` call, decoded into pairs, in order.
+    pub fn member_queries(&self) -> Vec<Vec<(String, String)>> {
+        let seen = self.state.members_seen.lock().unwrap();
+        seen.iter().map(|(query, _)| pairs(query)).collect()
+    }
+
+    /// The raw query of each `list-members` call, as sent.
+    pub fn member_raw_queries(&self) -> Vec<String> {
+        let seen = self.state.members_seen.lock().unwrap();
+        seen.iter().map(|(query, _)| query.clone()).collect()
+    }
+
+    /// The headers of the last `list-members` call.
+    pub fn last_member_headers(&self) -> HeaderMap {
+        let seen = self.state.members_seen.lock().unwrap();
+        seen.last().map(|(_, h)| h.clone()).unwrap_or_default()
+    }
+
+    /// The raw query of each `get-session` call, in order (`""` when none).
+    pub fn session_queries(&self) -> Vec<String> {
+        self.state.session_queries.lock().unwrap().clone()
+    }
+
     pub fn last_seen(&self) -> HeaderMap {
         self.state
             .seen
@@ -139,9 +215,98 @@ async fn ok(State(state): State<Arc<StandInState>>) -> Response<Body> {
         .unwrap()
 }
 
-async fn get_session(State(state): State<Arc<StandInState>>, headers: HeaderMap) -> Response<Body> {
+/// A query string decoded into its pairs, in order.
+pub fn pairs(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn list_members(
+    State(state): State<Arc<StandInState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
+    state.member_calls.fetch_add(1, Ordering::SeqCst);
+    let query = uri.query().unwrap_or_default().to_owned();
+    state
+        .members_seen
+        .lock()
+        .unwrap()
+        .push((query.clone(), headers));
+    let members = state.members.lock().unwrap().clone();
+    let json = |status: u16, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let table = match members {
+        Members::Answer(status, body) => return json(status, body),
+        Members::Table(table) => table,
+    };
+    let asked = pairs(&query);
+    let param = |name: &str| {
+        asked
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let in_org: Vec<&Membership> = match (param("organizationId"), param("organizationSlug")) {
+        (Some(id), _) => table.iter().filter(|m| m.org_id == id).collect(),
+        (None, Some(slug)) => table.iter().filter(|m| m.org_slug == slug).collect(),
+        (None, None) => {
+            return json(400, r#"{"code":"NO_ACTIVE_ORGANIZATION"}"#.into());
+        }
+    };
+    if in_org.is_empty() {
+        return json(
+            400,
+            r#"{"code":"ORGANIZATION_NOT_FOUND","message":"Organization not found"}"#.into(),
+        );
+    }
+    let caller = param("filterValue").unwrap_or_default();
+    if !in_org.iter().any(|m| m.user_id == caller) {
+        return json(
+            403,
+            r#"{"code":"YOU_ARE_NOT_A_MEMBER_OF_THIS_ORGANIZATION","message":"You are not a member of this organization"}"#
+                .into(),
+        );
+    }
+    let filtered: Vec<serde_json::Value> = in_org
+        .iter()
+        .filter(|m| param("filterField").as_deref() != Some("userId") || m.user_id == caller)
+        .map(|m| {
+            serde_json::json!({
+                "id": format!("member-{}-{}", m.org_id, m.user_id),
+                "organizationId": m.org_id,
+                "userId": m.user_id,
+                "role": m.role,
+                "createdAt": "2026-11-26T01:02:03.456Z",
+                "user": {"id": m.user_id, "name": "U", "email": "u@example.com", "image": null},
+            })
+        })
+        .collect();
+    let total = filtered.len();
+    json(
+        200,
+        serde_json::json!({"members": filtered, "total": total}).to_string(),
+    )
+}
+
+async fn get_session(
+    State(state): State<Arc<StandInState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
     state.calls.fetch_add(1, Ordering::SeqCst);
     state.seen.lock().unwrap().push(headers);
+    state
+        .session_queries
+        .lock()
+        .unwrap()
+        .push(uri.query().unwrap_or_default().to_owned());
     let behavior = state.behavior.lock().unwrap().clone();
     answer(behavior).await
 }
@@ -357,7 +522,11 @@ impl Service {
     fn client(&self) -> &reqwest::Client {
         self.client.get_or_init(|| {
             better_authz::better_auth::install_crypto_provider();
-            reqwest::Client::new()
+            // An answer of `/auth` is for the proxy to relay: a sign-in redirect is not followed.
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
         })
     }
 }
@@ -575,6 +744,43 @@ pub fn flatten(resp: CheckResponse) -> Answer {
         None => {}
     }
     a
+}
+
+/// A policy file in a directory of its own, removed on drop.
+pub struct PolicyFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl PolicyFile {
+    pub fn new(yaml: &str) -> PolicyFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "better-authz-policy-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = PolicyFile {
+            path: dir.join("policy.yaml"),
+            dir,
+        };
+        file.write(yaml);
+        file
+    }
+
+    /// Replace the text at once, as a ConfigMap update does (write beside, rename).
+    pub fn write(&self, yaml: &str) {
+        let tmp = self.dir.join(".policy.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Wait until `/readyz` answers 200 (the first Better Auth probe runs at start-up).
