@@ -72,6 +72,12 @@ STACK_HEADER_MAP = ("x-user-role=user.role,x-org-id=session.activeOrganizationId
                     "x-impersonated-by=session.impersonatedBy")
 # Every header the stack's better-authz sets for the back end on an allow with a session (and removes on others).
 STACK_SESSION_HEADERS = (STACK_HEADER_JWT, *(entry.split("=", 1)[0] for entry in STACK_HEADER_MAP.split(",")))
+# The route policy the demo runs with (AUTHZ_POLICY_FILE), and the header nginx/nginx.conf names a policy route in
+# on its /auth subrequest (AUTHZ_ROUTE_HEADER; Envoy names it in the Check's context_extensions).
+DEMO_POLICY = ROOT / "demo" / "policy.yaml"
+ROUTE_HEADER = "x-authz-route"
+# The shorthand of a policy (public prefixes, the per-user pattern): better-authz refuses it next to a policy file.
+SHORTHAND_VARS = ("AUTHZ_PUBLIC_PATHS", "AUTHZ_USER_PATH_PATTERN")
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -271,16 +277,18 @@ def _render_shipped(src: Path, names: Iterable[str], ports: dict[str, int], out:
     return render(src, mapping, out, replace)
 
 
-def render_envoy(ports: dict[str, int], out: Path, check_timeout: str | None = None) -> Path:
-    """envoy/envoy.yaml on `ports` (names of DEMO_PORTS), its Check deadline set to `check_timeout`; the
-    shipped file itself when nothing changes."""
-    replace = [f"timeout: {SHIPPED_CHECK_TIMEOUT}=timeout: {check_timeout}"] if check_timeout else []
-    return _render_shipped(ENVOY_CONFIG, ENVOY_PORTS, ports, out, replace)
+def render_envoy(ports: dict[str, int], out: Path, check_timeout: str | None = None,
+                 replace: Iterable[str] = ()) -> Path:
+    """envoy/envoy.yaml on `ports` (names of DEMO_PORTS), its Check deadline set to `check_timeout`, with the
+    "OLD=NEW" texts of `replace`; the shipped file itself when nothing changes."""
+    timeout = [f"timeout: {SHIPPED_CHECK_TIMEOUT}=timeout: {check_timeout}"] if check_timeout else []
+    return _render_shipped(ENVOY_CONFIG, ENVOY_PORTS, ports, out, [*timeout, *replace])
 
 
-def render_nginx(ports: dict[str, int], out: Path) -> Path:
-    """nginx/nginx.conf on `ports`; the shipped file itself when nothing changes."""
-    return _render_shipped(NGINX_CONFIG, NGINX_PORTS, ports, out, [])
+def render_nginx(ports: dict[str, int], out: Path, replace: Iterable[str] = ()) -> Path:
+    """nginx/nginx.conf on `ports` with the "OLD=NEW" texts of `replace`; the shipped file itself when nothing
+    changes."""
+    return _render_shipped(NGINX_CONFIG, NGINX_PORTS, ports, out, list(replace))
 
 
 def nginx_prefix(prefix: Path) -> Path:
@@ -347,6 +355,15 @@ def authz_env(better_auth_url: str, grpc: int | None, http: int | None, admin: i
     return env
 
 
+def with_extra(env: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+    """`env` with `extra` on top. A policy file (AUTHZ_POLICY_FILE) replaces the shorthand variables, which
+    better-authz refuses next to it: they are dropped unless `extra` sets them itself."""
+    extra = extra or {}
+    if extra.get("AUTHZ_POLICY_FILE"):
+        env = {k: v for k, v in env.items() if k not in SHORTHAND_VARS}
+    return {**env, **extra}
+
+
 def better_authz(log_dir: Path, binary: Path, env: dict[str, str], *, name: str = "better-authz",
                  ready: str = "/readyz", wrap: list[str] = ()) -> Proc:
     """better-authz with `env` (see authz_env); ready when its admin port answers `ready` with 2xx."""
@@ -389,9 +406,9 @@ def stack(log_dir: Path, ports: dict[str, int], *, authz_bin: Path, nginx_bin: P
         raise RuntimeError(f"nginx -t failed:\n{problem}")
     # Both proxies are the browser-facing origins (server.mjs's default, on the demo ports).
     origins = [f"http://{host}:{p[proxy]}" for proxy in ("envoy", "nginx") for host in ("127.0.0.1", "localhost")]
-    authz = {**authz_env(f"http://127.0.0.1:{p['better_auth']}", p["authz_grpc"], p["authz_http"], p["authz_admin"],
-                         upstream_timeout_ms), "AUTHZ_CREDENTIALS": STACK_CREDENTIALS,
-             "AUTHZ_HEADER_JWT": STACK_HEADER_JWT, "AUTHZ_HEADER_MAP": STACK_HEADER_MAP, **(authz_extra or {})}
+    authz = with_extra({**authz_env(f"http://127.0.0.1:{p['better_auth']}", p["authz_grpc"], p["authz_http"],
+                                    p["authz_admin"], upstream_timeout_ms), "AUTHZ_CREDENTIALS": STACK_CREDENTIALS,
+                        "AUTHZ_HEADER_JWT": STACK_HEADER_JWT, "AUTHZ_HEADER_MAP": STACK_HEADER_MAP}, authz_extra)
     return {
         "better_auth": better_auth(log_dir, p["better_auth"], secret=secret, trusted_origins=origins,
                                    env=better_auth_env),
@@ -506,26 +523,64 @@ import base64, json, sys
 jwt = dict((k.lower(), v) for k, v in json.load(sys.stdin)[-1]["headers"])["x-user-jwt"]
 part = jwt.split(".")[1]; print(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))'
 
-  # 7. All the back end received, and better-authz's metrics.
+  # 7. The route policy: demo/policy.yaml (reread within a second of a change; see what it decides with
+  #    `better-authz policy explain demo/policy.yaml GET /orgs/X/tasks`). Better Auth's test-only endpoints
+  #    (its own port, never through the proxies) stand in for an admin console and a verification mail.
+  #    The admin area needs the admin role: 403 ROLE_REQUIRED, then 200. /reports/ has no route of its own:
+  #    Envoy's route and nginx's location name the `admin` route for it.
+  curl -i -b {jar} {envoy_url}/admin/stats
+  curl -i -b {jar} {nginx_url}/reports/q3
+  curl -s -H 'Content-Type: application/json' -d "{{\\"userId\\":\\"$USER_ID\\",\\"role\\":\\"admin\\"}}" \\
+       {better_auth_url}/__debug/role; echo
+  curl -i -b {jar} {envoy_url}/admin/stats
+  curl -i -b {jar} {nginx_url}/reports/q3
+  #    An organization's pages need the owner or admin role in it: Alice owns Acme (step 5). Her own id in its
+  #    place names no organization she is in: 403 ORG_FORBIDDEN.
+  ORG_ID=$(curl -s -b {jar} {envoy_url}/api/auth/organization/list \\
+       | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+  curl -i -b {jar} {envoy_url}/orgs/$ORG_ID/tasks
+  curl -i -b {jar} {nginx_url}/orgs/$USER_ID/tasks
+  #    A method the `own` route does not list: 403 NO_ROUTE.
+  curl -i -b {jar} -X DELETE {envoy_url}/api/$USER_ID/tasks
+  #    The account page needs a verified email (403 EMAIL_UNVERIFIED, then 200) and sends a browser without
+  #    a session to the sign-in page (302, callbackURL on {envoy_url}); an API call keeps its 401.
+  curl -i -b {jar} {envoy_url}/account/
+  curl -s -H 'Content-Type: application/json' -d "{{\\"userId\\":\\"$USER_ID\\"}}" \\
+       {better_auth_url}/__debug/verify-email > /dev/null
+  curl -i -b {jar} {nginx_url}/account/
+  curl -i -H 'Accept: text/html' {nginx_url}/account/
+  curl -i {envoy_url}/account/
+
+  # 8. All the back end received, and better-authz's metrics (per route: better_authz_route_decisions_total).
   curl -s http://127.0.0.1:{p['todo_admin']}/requests | python3 -m json.tool
   curl -s http://127.0.0.1:{p['authz_admin']}/metrics | grep -v '^#' | head -40
 
 Press Ctrl-C to stop everything."""
 
 
+def _call(port: int, method: str, path: str, headers: dict | None = None, body: str | None = None,
+          source: str | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0) if source else None)
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, resp.getheaders(), data
+
+
+def _session_cookie(headers: list[tuple[str, str]]) -> str:
+    """The session cookie an answer sets (`name=value`), past the clearing one Better Auth sends first when it
+    replaces a session (impersonation)."""
+    values = [v.split(";", 1)[0] for k, v in headers if k.lower() == "set-cookie"]
+    return next((v for v in reversed(values) if v.startswith("better-auth.session_token=")
+                 and v != "better-auth.session_token="), "")
+
+
 def _smoke(p: dict[str, int]) -> bool:
     """The walkthrough, checked: sign up through Envoy, then 401 / 200 / 403 through both proxies, and 200 with
     the bearer token from the sign-up and with an API key; then what the back end received: the JWT and the
     mapped headers (role, active organization), and through Envoy (AUTHZ_STRIP_CREDENTIALS=true) no cookie,
-    bearer token or key."""
-    def call(port, method, path, headers=None, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        return resp.status, resp.getheaders(), data
-
+    bearer token or key; then the route policy (_smoke_policy)."""
     failures = []
 
     def expect(label, got, want):
@@ -536,34 +591,33 @@ def _smoke(p: dict[str, int]) -> bool:
 
     envoy_port, nginx_port = p["envoy"], p["nginx"]
     email = f"smoke-{uuid.uuid4().hex[:8]}@example.com"
-    status, headers, body = call(envoy_port, "POST", "/api/auth/sign-up/email",
+    status, headers, body = _call(envoy_port, "POST", "/api/auth/sign-up/email",
                                  {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{envoy_port}"},
                                  json.dumps({"name": "Smoke", "email": email, "password": "correct-horse-battery"}))
     expect("sign-up through Envoy", status, 200)
-    cookie = next((v.split(";", 1)[0] for k, v in headers if k.lower() == "set-cookie"
-                   and v.startswith("better-auth.session_token=")), "")
+    cookie = _session_cookie(headers)
     user_id = json.loads(body)["user"]["id"] if status == 200 else "missing"
     token = next((v for k, v in headers if k.lower() == "set-auth-token"), "")
-    status, _, body = call(envoy_port, "POST", "/api/auth/api-key/create",
+    status, _, body = _call(envoy_port, "POST", "/api/auth/api-key/create",
                            {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{envoy_port}",
                             "Cookie": cookie}, "{}")
     expect("API key created through Envoy", status, 200)
     key = json.loads(body).get("key", "") if status == 200 else ""
     # An organization, created with the bearer token (no Origin needed without a cookie): it becomes the
     # session's active organization (the cookie and the token are the same session).
-    status, _, body = call(envoy_port, "POST", "/api/auth/organization/create",
+    status, _, body = _call(envoy_port, "POST", "/api/auth/organization/create",
                            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
                            json.dumps({"name": "Smoke Org", "slug": f"smoke-{uuid.uuid4().hex[:8]}"}))
     expect("organization created through Envoy", status, 200)
     org_id = json.loads(body).get("id", "") if status == 200 else "missing"
     for name, port in (("Envoy", envoy_port), ("nginx", nginx_port)):
-        expect(f"{name}: no cookie", call(port, "GET", f"/api/{user_id}/tasks")[0], 401)
-        expect(f"{name}: with cookie", call(port, "GET", f"/api/{user_id}/tasks", {"Cookie": cookie})[0], 200)
-        expect(f"{name}: other user's path", call(port, "GET", "/api/someone-else/tasks", {"Cookie": cookie})[0], 403)
-        expect(f"{name}: bearer token", call(port, "GET", f"/api/{user_id}/tasks",
+        expect(f"{name}: no cookie", _call(port, "GET", f"/api/{user_id}/tasks")[0], 401)
+        expect(f"{name}: with cookie", _call(port, "GET", f"/api/{user_id}/tasks", {"Cookie": cookie})[0], 200)
+        expect(f"{name}: other user's path", _call(port, "GET", "/api/someone-else/tasks", {"Cookie": cookie})[0], 403)
+        expect(f"{name}: bearer token", _call(port, "GET", f"/api/{user_id}/tasks",
                                              {"Authorization": f"Bearer {token}"})[0], 200)
-        expect(f"{name}: API key", call(port, "GET", f"/api/{user_id}/tasks", {"x-api-key": key})[0], 200)
-    seen = json.loads(call(p["todo_admin"], "GET", "/requests")[2])
+        expect(f"{name}: API key", _call(port, "GET", f"/api/{user_id}/tasks", {"x-api-key": key})[0], 200)
+    seen = json.loads(_call(p["todo_admin"], "GET", "/requests")[2])
     expect("requests the back end saw", len(seen), 6)
     if len(seen) != 6:
         return False
@@ -591,7 +645,81 @@ def _smoke(p: dict[str, int]) -> bool:
         expect(f"{label}: x-user-role", h.get("x-user-role"), ["user"])
         stripped = {"cookie": "cookie", "bearer": "authorization", "API key": "x-api-key"}[credential]
         expect(f"{label}: {stripped} (stripped)", h.get(stripped), None)
+    _smoke_policy(p, expect, {"id": user_id, "cookie": cookie, "email": email}, org_id)
     return not failures
+
+
+def _smoke_policy(p: dict[str, int], expect: Callable, user: dict, org_id: str) -> None:
+    """demo/policy.yaml through both proxies: the admin area and Envoy's / nginx's /reports/ (naming the `admin`
+    route) for a user and an admin; an organization's pages for its owner and a plain member; a method the `own`
+    route does not list; the account page for an unverified email (API and browser), a browser without a
+    session (302 to the sign-in page), a verified email, and an admin impersonating the user."""
+    envoy_port = p["envoy"]
+    origin = f"http://127.0.0.1:{envoy_port}"
+    json_headers = {"Content-Type": "application/json", "Origin": origin}
+
+    def debug(endpoint: str, body: dict) -> dict:
+        status, _, data = _call(p["better_auth"], "POST", f"/__debug/{endpoint}", {"Content-Type": "application/json"},
+                                json.dumps(body))
+        expect(f"Better Auth /__debug/{endpoint}", status, 200)
+        return json.loads(data) if status == 200 else {}
+
+    # A second user, made an admin (the admin plugin's user.role), owning an organization the first user is a
+    # plain member of. Its own client address: Better Auth allows 3 sign-ups per 10 s and address.
+    status, headers, body = _call(envoy_port, "POST", "/api/auth/sign-up/email", json_headers, json.dumps(
+        {"name": "Admin", "email": f"admin-{user['email']}", "password": "correct-horse-battery"}), source="127.0.0.2")
+    expect("admin sign-up through Envoy", status, 200)
+    admin_cookie = _session_cookie(headers)
+    admin_id = json.loads(body)["user"]["id"] if status == 200 else "missing"
+    debug("role", {"userId": admin_id, "role": "admin"})
+    team = debug("organization", {"userId": admin_id, "members": [{"userId": user["id"], "role": "member"}]})
+
+    def code(data: bytes) -> str | None:
+        try:
+            return json.loads(data).get("error_code")
+        except (ValueError, AttributeError):
+            return None
+
+    def check(label, port, method, path, cookie, want, want_code=None, accept="application/json"):
+        status, headers, data = _call(port, method, path, {"Cookie": cookie, "Accept": accept} if cookie
+                                      else {"Accept": accept})
+        got = (status, code(data)) if want_code else status
+        expect(label, got, (want, want_code) if want_code else want)
+        return headers
+
+    for name, port in (("Envoy", envoy_port), ("nginx", p["nginx"])):
+        check(f"{name}: admin area, user", port, "GET", "/admin/stats", user["cookie"], 403, "ROLE_REQUIRED")
+        check(f"{name}: admin area, admin", port, "GET", "/admin/stats", admin_cookie, 200)
+        check(f"{name}: /reports/ (names `admin`), user", port, "GET", "/reports/q3", user["cookie"], 403,
+              "ROLE_REQUIRED")
+        check(f"{name}: /reports/ (names `admin`), admin", port, "GET", "/reports/q3", admin_cookie, 200)
+        check(f"{name}: own organization, owner", port, "GET", f"/orgs/{org_id}/tasks", user["cookie"], 200)
+        check(f"{name}: organization, owner", port, "GET", f"/orgs/{team['id']}/tasks", admin_cookie, 200)
+        check(f"{name}: organization, plain member", port, "GET", f"/orgs/{team['id']}/tasks", user["cookie"], 403,
+              "ORG_FORBIDDEN")
+        check(f"{name}: organization, the user's id in its place", port, "GET", f"/orgs/{user['id']}/tasks",
+              user["cookie"], 403, "ORG_FORBIDDEN")
+        check(f"{name}: own tasks, DELETE (not listed)", port, "DELETE", f"/api/{user['id']}/tasks", user["cookie"],
+              403, "NO_ROUTE")
+        check(f"{name}: account, unverified email", port, "GET", "/account/", user["cookie"], 403, "EMAIL_UNVERIFIED")
+        check(f"{name}: account, unverified email, browser", port, "GET", "/account/", user["cookie"], 403,
+              "EMAIL_UNVERIFIED", accept="text/html")
+        check(f"{name}: account, no session, API", port, "GET", "/account/", "", 401, "SESSION_REQUIRED")
+        headers = check(f"{name}: account, no session, browser", port, "GET", "/account/?tab=keys", "", 302,
+                        accept="text/html,application/xhtml+xml")
+        location = next((v for k, v in headers if k.lower() == "location"), None)
+        expect(f"{name}: the sign-in redirect", location,
+               f"{origin}/sign-in?callbackURL=http%3A%2F%2F127.0.0.1%3A{envoy_port}%2Faccount%2F%3Ftab%3Dkeys")
+    debug("verify-email", {"userId": user["id"]})
+    # The admin impersonates the user (the admin plugin): the session is the user's, impersonatedBy the admin.
+    status, headers, _ = _call(envoy_port, "POST", "/api/auth/admin/impersonate-user",
+                               {**json_headers, "Cookie": admin_cookie}, json.dumps({"userId": user["id"]}))
+    expect("admin impersonates the user through Envoy", status, 200)
+    impersonated = _session_cookie(headers)
+    for name, port in (("Envoy", envoy_port), ("nginx", p["nginx"])):
+        check(f"{name}: account, verified email", port, "GET", "/account/", user["cookie"], 200)
+        check(f"{name}: account, impersonated", port, "GET", "/account/", impersonated, 403,
+              "IMPERSONATION_FORBIDDEN")
 
 
 def _on_signal(signum, _frame):
@@ -614,9 +742,14 @@ def demo(args: argparse.Namespace) -> int:
         # bearer token or API key, through Envoy and nginx.
         # AUTHZ_FORWARD_AUTH=nginx: only nginx calls the HTTP listener here, so /auth trusts exactly what
         # nginx/nginx.conf sets (X-Original-URI, X-Original-Method, Host). Envoy uses gRPC, which ignores it.
+        # The routes: demo/policy.yaml (instead of the shorthand variables), routes named by nginx in
+        # X-Authz-Route (Envoy names them in the Check). Better Auth's test-only /__debug/ endpoints stand in
+        # for an admin console and a verification mail (make an admin, an organization, a verified email); they
+        # answer on its own loopback port only, never through the proxies.
         procs = stack(logs, p, authz_bin=args.authz_bin, nginx_bin=args.nginx_bin, envoy_bin=args.envoy_bin,
-                      secret=secrets.token_urlsafe(32),
-                      authz_extra={"AUTHZ_FORWARD_AUTH": "nginx", "AUTHZ_STRIP_CREDENTIALS": "true"})
+                      secret=secrets.token_urlsafe(32), better_auth_env={"BETTER_AUTH_DEBUG_RECORD": "1"},
+                      authz_extra={"AUTHZ_FORWARD_AUTH": "nginx", "AUTHZ_STRIP_CREDENTIALS": "true",
+                                   "AUTHZ_POLICY_FILE": str(DEMO_POLICY), "AUTHZ_ROUTE_HEADER": ROUTE_HEADER})
     except RuntimeError as exc:
         _err(str(exc))
         return 1

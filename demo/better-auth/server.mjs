@@ -28,8 +28,9 @@
 //   JWT_EXPIRATION_TIME  lifetime of the jwt plugin's token, e.g. "3s" (default the plugin's: 15m);
 //                        tests shorten it to see better-authz's cache stop serving an expired JWT
 //   BETTER_AUTH_DEBUG_RECORD  "1" records the headers of every request in memory and serves them at
-//                        GET/DELETE /__debug/requests, and adds the test-only endpoints below (tests
-//                        only; off by default; never behind a proxy route: the direct port only)
+//                        GET/DELETE /__debug/requests, and adds the test-only endpoints below (the
+//                        tests and the demo, which uses them as its admin console; off by default; never
+//                        behind a proxy route: the direct port only)
 //
 // Test-only endpoints (BETTER_AUTH_DEBUG_RECORD=1; JSON in, JSON out; server-side calls, no session):
 //   POST /__debug/api-key       {userId, expiresIn?, rateLimitEnabled?, rateLimitMax?, rateLimitTimeWindow?,
@@ -37,6 +38,8 @@
 //                               auth.api.createApiKey (expiresIn in seconds, rateLimitTimeWindow in ms);
 //                               enabled: false disables it afterwards (auth.api.updateApiKey).
 //   POST /__debug/role          {userId, role}  (role: "admin" or ["admin", "user"]) -> the user
+//   POST /__debug/verify-email  {userId, verified?}  -> the user, its email marked verified (or not, with
+//                               verified: false), as the link of a verification mail would
 //   POST /__debug/organization  {userId, name?, slug?, members?: [{userId, role}]}  -> the organization
 //                               (userId is its owner; auth.api.createOrganization + auth.api.addMember)
 
@@ -201,6 +204,10 @@ const debugEndpoints = {
     const role = Array.isArray(body.role) ? body.role.join(",") : String(body.role);
     const ctx = await auth.$context;
     return ctx.internalAdapter.updateUser(body.userId, { role });
+  },
+  "/__debug/verify-email": async (body) => {
+    const ctx = await auth.$context;
+    return ctx.internalAdapter.updateUser(body.userId, { emailVerified: body.verified !== false });
   },
   "/__debug/organization": async (body) => {
     const tag = Math.random().toString(36).slice(2, 10);

@@ -8,6 +8,10 @@ external-authorization proxy would.
 Main port (PORT, default 8000; HOST, default 127.0.0.1):
   GET  /api/{user_id}/tasks          list the caller's tasks
   POST /api/{user_id}/tasks          {"title": "..."} -> 201 with the new task
+  GET|HEAD|POST /admin/..., /reports/..., /orgs/{org_id}/..., /account/...
+                                     the demo policy's areas (demo/policy.yaml): 200 with the path and
+                                     who asked; better-authz decides who may
+  GET  /sign-in                      the sign-in page the demo policy sends browsers to (no identity)
   OPTIONS <anything>                 204 with permissive CORS headers (so a preflight can be seen)
   - no x-user-id header              -> 401 JSON
   - more than one x-user-id header   -> 400 JSON (the proxy must overwrite, never append)
@@ -35,6 +39,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TASKS_PATH = re.compile(r"^/api/([^/]+)/tasks/?$")
+# The areas of the demo policy: they only say who asked.
+PAGE_PATH = re.compile(r"^/(admin|reports|account|orgs/[^/]+)(/.*)?$")
+SIGN_IN_PAGE = (b"<!doctype html><title>Sign in</title><p>Sign in with POST /api/auth/sign-in/email, "
+                b"then go back to the page named in callbackURL.</p>\n")
 MAX_BODY = 64 * 1024
 MAX_TITLE = 500
 
@@ -161,8 +169,11 @@ class AppHandler(_Base):
             })
 
         path = self.path.split("?", 1)[0]
+        if path == "/sign-in" and self.command in ("GET", "HEAD"):
+            return self._send(200, SIGN_IN_PAGE, content_type="text/html; charset=utf-8")
+        page = PAGE_PATH.match(path)
         match = TASKS_PATH.match(path)
-        if not match:
+        if not match and not page:
             return self._json(404, {"error": "not found", "path": path})
         if self.command not in ("GET", "HEAD", "POST"):
             return self._json(405, {"error": "method not allowed"}, {"Allow": "GET, POST, OPTIONS"})
@@ -173,6 +184,8 @@ class AppHandler(_Base):
         if len(ids) != 1:
             return self._json(400, {"error": "more than one x-user-id header"})
         user_id = ids[0]
+        if page:
+            return self._json(200, {"page": path, "user": {"id": user_id, "role": self.headers.get("x-user-role")}})
         path_user = match.group(1)
         if path_user != user_id:
             return self._json(403, {"error": "path user does not match the authenticated user"})

@@ -325,15 +325,17 @@ class ExtraProcs:
         proc.start()
 
     def authz(self, name: str, env: dict[str, str] | None = None, ready: str = "/readyz") -> Authz:
-        """A better-authz with the stack's settings plus `env`; an address set to "off" in `env` gets no port.
-        Waits for `ready` on the admin port (use "/healthz" when Better Auth is deliberately unreachable)."""
+        """A better-authz with the stack's settings plus `env`; an address set to "off" in `env` gets no port; with
+        AUTHZ_POLICY_FILE, without the shorthand variables (launcher.with_extra). Waits for `ready` on the admin
+        port (use "/healthz" when Better Auth is deliberately unreachable)."""
         env = dict(env or {})
         grpc, http, admin = free_ports(3)
         ports = {"grpc": grpc, "http": http, "admin": admin}
         for key, var in (("grpc", "AUTHZ_GRPC_ADDR"), ("http", "AUTHZ_HTTP_ADDR")):
             if env.get(var) == "off":
                 del ports[key]
-        full = {**authz_env(self.stack.ports["better_auth"], ports.get("grpc"), ports.get("http"), admin), **env}
+        full = launcher.with_extra(authz_env(self.stack.ports["better_auth"], ports.get("grpc"), ports.get("http"),
+                                             admin), env)
         proc = launcher.better_authz(LOG_DIR, self.stack.bins["authz"], full, name=name, ready=ready)
         self._start(proc)
         proc.wait_ready(READY_TIMEOUT)
@@ -349,14 +351,14 @@ class ExtraProcs:
         proc.wait_ready(READY_TIMEOUT)
         return port
 
-    def envoy(self, name: str, authz: "Authz") -> int:
-        """The shipped envoy/envoy.yaml in front of `authz` (its gRPC port), sharing the stack's Better Auth and
-        back end, on a free port registered in stack.ports as `name` (and its admin port); waits until Envoy's
-        health check sees `authz` healthy. Returns the listen port."""
+    def envoy(self, name: str, authz: "Authz", replace: list[str] = ()) -> int:
+        """The shipped envoy/envoy.yaml (with the "OLD=NEW" texts of `replace`) in front of `authz` (its gRPC
+        port), sharing the stack's Better Auth and back end, on a free port registered in stack.ports as `name`
+        (and its admin port); waits until Envoy's health check sees `authz` healthy. Returns the listen port."""
         port, admin = free_ports(2)
         conf = launcher.render_envoy({"envoy": port, "envoy_admin": admin, "authz_grpc": authz.ports["grpc"],
                                       "better_auth": self.stack.ports["better_auth"], "todo": self.stack.ports["todo"]},
-                                     LOG_DIR / f"{name}.yaml", ENVOY_CHECK_TIMEOUT)
+                                     LOG_DIR / f"{name}.yaml", ENVOY_CHECK_TIMEOUT, replace)
         proc = launcher.envoy(LOG_DIR, launcher.ENVOY_BIN, conf, admin, name=name)
         self._start(proc)
         for port_name, value in ((name, port), (f"{name}_admin", admin)):
@@ -366,12 +368,13 @@ class ExtraProcs:
         proc.wait_ready(READY_TIMEOUT)
         return port
 
-    def nginx(self, name: str, template: str, ports: dict[int, int], listen: dict[str, int]) -> Proc:
+    def nginx(self, name: str, template: str, ports: dict[int, int], listen: dict[str, int],
+              replace: list[str] = ()) -> Proc:
         """nginx with `template` (relative to the repository) rendered with `ports` (template port -> real
-        port), prefix directory LOG_DIR/name. `listen`: name -> real port it listens on, registered in
-        stack.ports and waited for."""
+        port) and the "OLD=NEW" texts of `replace`, prefix directory LOG_DIR/name. `listen`: name -> real port
+        it listens on, registered in stack.ports and waited for."""
         prefix = launcher.nginx_prefix(LOG_DIR / name)
-        conf = render(template, ports, LOG_DIR / f"{name}.conf")
+        conf = render(template, ports, LOG_DIR / f"{name}.conf", replace)
         nginx_bin = self.stack.bins["nginx"]
         problem = launcher.check_nginx(nginx_bin, prefix, conf)
         assert problem is None, f"nginx -t {conf} failed:\n{problem}"
