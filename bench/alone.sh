@@ -8,7 +8,8 @@
 # Environment:
 #   WRAP="strace -c -f -o FILE"    run better-authz under this command (it must exec or fork it once):
 #                                  also "valgrind --tool=callgrind --callgrind-out-file=FILE", "--tool=dhat"
-#   AUTHZ_ENV="AUTHZ_CACHE_TTL_MS=300000"   extra variables for better-authz
+#   AUTHZ_ENV="AUTHZ_CACHE_TTL_MS=300000"   extra variables for better-authz (they win over the ones below;
+#                                  AUTHZ_UPSTREAM_TIMEOUT_MS is bench.py's 1000 ms, 5000 under valgrind)
 #   LOADGEN=target/release/examples/loadgen
 #
 # Prints one line: checks/s, latency, better-authz CPU per check (utime + stime over the measured window,
@@ -40,7 +41,7 @@ print(*[x.getsockname()[1] for x in s])')
 # shellcheck disable=SC2086
 env BETTER_AUTH_URL="$URL" AUTHZ_PUBLIC_PATHS=/api/auth/ AUTHZ_USER_PATH_PATTERN='/api/{user_id}/' \
     AUTHZ_GRPC_ADDR="127.0.0.1:$GRPC" AUTHZ_HTTP_ADDR=off AUTHZ_ADMIN_ADDR="127.0.0.1:$ADMIN" RUST_LOG=info \
-    AUTHZ_UPSTREAM_TIMEOUT_MS=5000 ${AUTHZ_ENV:-} taskset -c 1 ${WRAP:-} "$BIN" >"$DIR/authz.log" 2>&1 &
+    AUTHZ_UPSTREAM_TIMEOUT_MS=1000 ${AUTHZ_ENV:-} taskset -c 1 ${WRAP:-} "$BIN" >"$DIR/authz.log" 2>&1 &
 WRAPPER=$!
 PIDS+=($WRAPPER)
 for _ in $(seq 600); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
