@@ -46,7 +46,10 @@ fn main() {
             2 => format!("/api/orgs{last}/acme/tasks/1"),
             _ => format!("/api/users{last}/u1/x"),
         };
-        for (label, raw) in [("last route", hit.as_str()), ("no route", "/api/none/of/these")] {
+        for (label, raw) in [
+            ("last route", hit.as_str()),
+            ("no route", "/api/none/of/these"),
+        ] {
             let path = NormalPath::parse(raw).expect("a usable path");
             let start = Instant::now();
             for _ in 0..ROUNDS {
