@@ -8,14 +8,15 @@
 # generator in release mode, then runs bench/bench.py: five rows one after another with the same
 # load, a table on stdout, bench/results/latest.json + latest.md, and the results section of
 # BENCHMARKS.md rewritten. Every process it starts is stopped on exit, also on failure or Ctrl-C.
-# About 3 minutes on 2 cores with the defaults (plus the first build).
+# About 9 minutes on 2 cores with the defaults (plus the first build).
 #
 # Environment:
 #   BENCH_USERS=50            distinct signed-in users (cookies rotated round robin)
 #   BENCH_CONCURRENCY=32      concurrent kept-alive connections, the same for every row
 #   BENCH_WARMUP=5            seconds of warm-up per row, excluded
 #   BENCH_DURATION=20         measured seconds per row
-#   BENCH_ROWS=direct,envoy,nginx,fastapi,service   which rows, in this order
+#   BENCH_ROWS=direct,envoy,envoy_cached,envoy_bare,nginx,fastapi,service   which rows, in this order
+#   BENCH_CACHE_TTL_MS=300000 row 2c (envoy_cached): better-authz's AUTHZ_CACHE_TTL_MS
 #   BENCH_PIN=auto            taskset: the system under test on the last CPU, the rest on the others
 #                             (auto = when there are 2+ CPUs; 0 = no pinning)
 #   BENCH_OUT=bench/results/latest.json   JSON output (markdown beside it, .md)

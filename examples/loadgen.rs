@@ -51,7 +51,7 @@ const USAGE: &str = "usage:
   loadgen standin [--listen 127.0.0.1:0]
 options: --concurrency N (32)  --duration SECS (20)  --warmup SECS (5)  --timeout-ms MS (10000)
          --rate PER_SEC (open loop; default: closed loop)  --threads N (CPUs allowed)
-         --header 'Name: value' (http, repeatable)
+         --header 'Name: value' (http, repeatable; {user_id} in the value is the user's id)
          --watch name=PID[+PID...],...  --label TEXT";
 
 struct Opts {
@@ -526,7 +526,11 @@ async fn http_once(
             .header("cookie", &user.cookie)
             .header("accept", "application/json");
         for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
+            if value.contains("{user_id}") {
+                request = request.header(name.as_str(), value.replace("{user_id}", &user.id));
+            } else {
+                request = request.header(name.as_str(), value.as_str());
+            }
         }
         let response = request.send().await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();

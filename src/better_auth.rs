@@ -251,7 +251,13 @@ impl BetterAuthClient {
             Err(error) => return SessionLookup::Unavailable(classify_send_error(&error)),
         };
         let status = response.status();
-        let response_headers = response.headers().clone();
+        // Read now, before the body takes the response: no copy of the whole header map.
+        let set_auth_token = text_header(response.headers(), "set-auth-token");
+        let jwt = if self.jwt {
+            text_header(response.headers(), "set-auth-jwt")
+        } else {
+            None
+        };
         let set_cookies: Vec<String> = response
             .headers()
             .get_all(SET_COOKIE)
@@ -291,7 +297,6 @@ impl BetterAuthClient {
                 return SessionLookup::Unavailable(Detail::UpstreamUnreachable);
             }
         };
-        let set_auth_token = text_header(&response_headers, "set-auth-token");
         match parse_session(&body, set_cookies, &self.fields) {
             SessionLookup::Valid {
                 mut user,
@@ -299,9 +304,7 @@ impl BetterAuthClient {
                 set_cookies,
                 ..
             } => {
-                if self.jwt {
-                    user.jwt = text_header(&response_headers, "set-auth-jwt");
-                }
+                user.jwt = jwt;
                 SessionLookup::Valid {
                     user,
                     expires_at,

@@ -34,8 +34,11 @@ pub struct BetterAuthCookies {
     /// forwarded: what a session lookup's answer depends on, and so the cache and coalescing
     /// key. Other Better Auth cookies are left out, so junk cookies cannot mint new keys.
     pub session_key: String,
-    /// Session token values (unquoted view), for shape checks only; never logged.
-    session_values: Vec<String>,
+    /// Non-empty session token values (unquoted view), counted for the shape checks: the
+    /// values themselves are not kept.
+    non_empty_values: usize,
+    /// Of those, the ones that look like a signed token of a sendable length.
+    plausible_values: usize,
     /// A session token cookie had a byte that cannot be sent in a header (control, space,
     /// non-ASCII). Other Better Auth cookies with such bytes are dropped silently.
     pub unforwardable: bool,
@@ -70,27 +73,26 @@ pub enum CookieVerdict {
 
 impl BetterAuthCookies {
     /// Parse every `Cookie` header value of a request and keep the Better Auth ones.
+    ///
+    /// Runs on every check: names are compared piecewise (`[__Secure-]<prefix>.<rest>`) rather
+    /// than against names formatted per call, and nothing is allocated beyond the two strings
+    /// kept.
     pub fn parse<'a>(prefix: &str, headers: impl IntoIterator<Item = &'a str>) -> Self {
-        let plain_prefix = format!("{prefix}.");
-        let secure_prefix = format!("__Secure-{prefix}.");
-        let session_names = [
-            format!("{plain_prefix}session_token"),
-            format!("{secure_prefix}session_token"),
-        ];
-        let data_names = [
-            format!("{plain_prefix}session_data"),
-            format!("{secure_prefix}session_data"),
-        ];
-        let is_session_data = |name: &str| {
-            data_names
-                .iter()
-                .any(|d| match name.strip_prefix(d.as_str()) {
-                    Some("") => true,
-                    Some(chunk) => chunk
-                        .strip_prefix('.')
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-                    None => false,
-                })
+        // What follows `<prefix>.` (plain) and `__Secure-<prefix>.` in a name, when non-empty.
+        let rests = |name: &'a str| -> [Option<&'a str>; 2] {
+            let after = |n: &'a str| {
+                n.strip_prefix(prefix)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .filter(|r| !r.is_empty())
+            };
+            [after(name), name.strip_prefix("__Secure-").and_then(after)]
+        };
+        let is_session_data = |rest: &str| match rest.strip_prefix("session_data") {
+            Some("") => true,
+            Some(chunk) => chunk
+                .strip_prefix('.')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            None => false,
         };
 
         let mut out = BetterAuthCookies::default();
@@ -102,12 +104,11 @@ impl BetterAuthCookies {
                 };
                 let name = name.trim_matches([' ', '\t']);
                 let value = value.trim_matches([' ', '\t']);
-                let ours = (name.starts_with(&plain_prefix) && name.len() > plain_prefix.len())
-                    || (name.starts_with(&secure_prefix) && name.len() > secure_prefix.len());
-                if !ours {
+                let rests = rests(name);
+                if rests == [None, None] {
                     continue;
                 }
-                let is_session = session_names.iter().any(|n| n == name);
+                let is_session = rests.contains(&Some("session_token"));
                 if !is_sendable(name) || !(value.is_empty() || is_sendable(value)) {
                     // An unsendable session token makes the session invalid. Any other Better
                     // Auth cookie is only left out: a sibling subdomain able to set one must not
@@ -117,15 +118,23 @@ impl BetterAuthCookies {
                 }
                 if is_session {
                     out.session_cookies += 1;
-                    out.session_values.push(unquote(value).to_owned());
+                    let value = unquote(value);
+                    if !value.is_empty() {
+                        out.non_empty_values += 1;
+                        if value.len() <= MAX_SESSION_VALUE_BYTES && looks_signed(value) {
+                            out.plausible_values += 1;
+                        }
+                    }
                 }
-                if is_session || is_session_data(name) {
+                if is_session || rests.into_iter().flatten().any(is_session_data) {
                     out.session_key.push_str(name);
                     out.session_key.push('=');
                     out.session_key.push_str(value);
                     out.session_key.push(';');
                 }
-                if !out.header.is_empty() {
+                if out.header.is_empty() {
+                    out.header.reserve(header.len());
+                } else {
                     out.header.push_str("; ");
                 }
                 out.header.push_str(name);
@@ -138,13 +147,7 @@ impl BetterAuthCookies {
 
     /// Classify the session cookies without calling Better Auth.
     pub fn verdict(&self) -> CookieVerdict {
-        let non_empty: Vec<&str> = self
-            .session_values
-            .iter()
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-            .collect();
-        if non_empty.is_empty() {
+        if self.non_empty_values == 0 {
             return if self.unforwardable {
                 CookieVerdict::Malformed
             } else {
@@ -154,8 +157,7 @@ impl BetterAuthCookies {
         if self.unforwardable {
             return CookieVerdict::Malformed;
         }
-        let plausible = |v: &&str| v.len() <= MAX_SESSION_VALUE_BYTES && looks_signed(v);
-        if non_empty.iter().any(plausible) {
+        if self.plausible_values > 0 {
             CookieVerdict::Plausible
         } else {
             CookieVerdict::Malformed

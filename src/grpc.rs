@@ -139,26 +139,32 @@ impl<'a> Headers<'a> {
     }
 
     fn all(&self, name: &str) -> Vec<Cow<'a, str>> {
-        match self {
-            Headers::Map(map) => map
-                .get(name)
-                .map(|v| Cow::Borrowed(v.as_str()))
-                .into_iter()
-                .collect(),
-            Headers::Raw(list) => list
-                .iter()
-                .filter(|h| h.key.eq_ignore_ascii_case(name))
-                .map(raw_value)
-                .collect(),
-        }
+        self.values(name).collect()
+    }
+
+    /// Every value of `name`, in order, without collecting them (most headers are read once).
+    fn values<'n>(&self, name: &'n str) -> impl DoubleEndedIterator<Item = Cow<'a, str>> + 'n
+    where
+        'a: 'n,
+    {
+        let (map, list) = match *self {
+            Headers::Map(map) => (map.get(name), &[][..]),
+            Headers::Raw(list) => (None, list),
+        };
+        let from_map = map.map(|v| Cow::Borrowed(v.as_str()));
+        let from_list = list
+            .iter()
+            .filter(move |h| h.key.eq_ignore_ascii_case(name))
+            .map(raw_value);
+        from_map.into_iter().chain(from_list)
     }
 
     fn first(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.all(name).into_iter().next()
+        self.values(name).next()
     }
 
     fn last(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.all(name).into_iter().next_back()
+        self.values(name).next_back()
     }
 }
 
