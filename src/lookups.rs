@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -30,7 +30,7 @@ use crate::decision::{
     OrgLookup, OrgQuery, SessionLookup, SessionQuery, SessionUser, TraceHeaders,
 };
 use crate::headers;
-use crate::metrics::Metrics;
+use crate::metrics::{InflightGuard, Metrics};
 use crate::reason::Detail;
 use crate::routes::OrgRef;
 use crate::telemetry;
@@ -248,13 +248,21 @@ impl Lookups {
         }
     }
 
+    /// Room for one more Better Auth call (`AUTHZ_MAX_INFLIGHT`), counted in flight while
+    /// held; `None` counts a shed check.
+    fn slot(&self) -> Option<(SemaphorePermit<'_>, InflightGuard)> {
+        let Ok(permit) = self.permits.try_acquire() else {
+            self.metrics.record_shed();
+            return None;
+        };
+        Some((permit, self.metrics.inflight()))
+    }
+
     /// One real call to Better Auth, unless too many are in flight already.
     async fn call(&self, query: &SessionQuery, trace: TraceHeaders<'_>) -> SessionLookup {
-        let Ok(_permit) = self.permits.try_acquire() else {
-            self.metrics.record_shed();
+        let Some(_slot) = self.slot() else {
             return SessionLookup::Unavailable(Detail::Overloaded);
         };
-        let _inflight = self.metrics.inflight();
         let span = tracing::debug_span!(
             "better_auth.get_session",
             otel.kind = "client",
@@ -281,11 +289,9 @@ impl Lookups {
 
     /// One membership call, under the same in-flight bound.
     async fn call_members(&self, query: &OrgQuery, trace: TraceHeaders<'_>) -> OrgLookup {
-        let Ok(_permit) = self.permits.try_acquire() else {
-            self.metrics.record_shed();
+        let Some(_slot) = self.slot() else {
             return OrgLookup::Unavailable(Detail::Overloaded);
         };
-        let _inflight = self.metrics.inflight();
         let span = tracing::debug_span!(
             "better_auth.list_members",
             otel.kind = "client",
