@@ -274,8 +274,7 @@ impl Metrics {
         let result = if routes.is_some() { "ok" } else { "error" };
         self.policy_reloads.with_label_values(&[result]).inc();
         if let Some(routes) = routes {
-            self.policy_routes
-                .set(i64::try_from(routes).unwrap_or(i64::MAX));
+            self.set_policy_routes(routes);
         }
     }
 

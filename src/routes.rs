@@ -255,14 +255,7 @@ impl RouteTable {
                 // Naming an anonymous route adds nothing, so it weakens nothing.
                 Some(route) if route.access == Access::Anonymous => {}
                 Some(route) => {
-                    let fits: Vec<Fit<'_>> = path
-                        .readings()
-                        .filter_map(|r| {
-                            route
-                                .pattern
-                                .fit(r, route.case_sensitive(), route.short_denies)
-                        })
-                        .collect();
+                    let fits: Vec<Fit<'_>> = path.readings().filter_map(|r| route.fit(r)).collect();
                     if fits.is_empty() && route.pattern.has_placeholder() {
                         // Its requirements need a segment this path does not have.
                         demand.deny_with(Reason::NoRoute, Detail::RouteSegmentMissing);
@@ -297,10 +290,7 @@ impl RouteTable {
         let mut narrowed = None;
         for i in candidates {
             let route = &self.routes[i];
-            let Some(fit) = route
-                .pattern
-                .fit(reading, route.case_sensitive(), route.short_denies)
-            else {
+            let Some(fit) = route.fit(reading) else {
                 continue;
             };
             if !route.admits(method, host) {
@@ -373,6 +363,12 @@ impl Route {
             line: 0,
             short_denies: false,
         }
+    }
+
+    /// How this route's pattern matches one reading, with its own case and placeholder rules.
+    fn fit<'p>(&self, reading: &'p [String]) -> Option<Fit<'p>> {
+        self.pattern
+            .fit(reading, self.case_sensitive(), self.short_denies)
     }
 
     /// Anonymous routes match exactly; routes with requirements, case-insensitively.
@@ -587,16 +583,6 @@ impl Demand {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-    }
-
-    /// Whether anything beyond "a valid session" is asked.
-    pub fn is_plain_session(&self) -> bool {
-        self.users.is_empty()
-            && self.roles.is_empty()
-            && self.orgs.is_empty()
-            && !self.email_verified
-            && !self.not_impersonated
-            && self.max_age.is_none()
     }
 }
 

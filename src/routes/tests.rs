@@ -305,8 +305,14 @@ routes:
     assert!(d.orgs.is_empty() && d.roles.is_empty());
     let d = demand(&t, "GET", "/admin/x", None);
     assert_eq!(d.roles, [vec!["admin".to_string()]]);
-    assert!(!d.is_plain_session());
-    assert!(demand(&t, "GET", "/elsewhere", None).is_plain_session());
+    // No route: a valid session and nothing more.
+    assert_eq!(
+        demand(&t, "GET", "/elsewhere", None),
+        Demand {
+            route: Some(Arc::from(DEFAULT_ROUTE)),
+            ..Demand::default()
+        }
+    );
 }
 
 #[test]
