@@ -9,7 +9,12 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT};
+use http::header::{
+    ACCEPT, AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, SET_COOKIE, USER_AGENT,
+};
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -20,13 +25,14 @@ use crate::headers;
 use crate::reason::Detail;
 
 mod members;
+mod transport;
+
+pub use transport::POOL_IDLE_TIMEOUT;
+use transport::{BodyError, Outgoing, Transport, read_bounded};
 
 /// Largest session body we read. A real one is well under 2 KiB; plugins add fields, so leave
 /// generous room while refusing to buffer a runaway answer.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// Idle kept-alive connections to Better Auth are closed after this long.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// `User-Agent` when the client sent none.
 const DEFAULT_USER_AGENT: &str = concat!("better-authz/", env!("CARGO_PKG_VERSION"));
@@ -35,13 +41,13 @@ const DEFAULT_USER_AGENT: &str = concat!("better-authz/", env!("CARGO_PKG_VERSIO
 #[derive(Clone, Debug)]
 pub struct Endpoints {
     /// Absolute URL of the session endpoint.
-    pub session: reqwest::Url,
+    pub session: url::Url,
     /// Absolute URL of Better Auth's `/ok` probe, beside the session endpoint.
-    pub ok: reqwest::Url,
+    pub ok: url::Url,
     /// The session endpoint past Better Auth's cookie cache (`disableCookieCache=true`).
-    pub session_fresh: reqwest::Url,
+    pub session_fresh: url::Url,
     /// The organization plugin's `list-members`, beside the session endpoint.
-    pub members: reqwest::Url,
+    pub members: url::Url,
 }
 
 /// How the client is set up.
@@ -63,7 +69,7 @@ pub struct ClientOptions {
 #[derive(Clone)]
 pub struct CaBundle {
     pub path: std::path::PathBuf,
-    pub certs: Vec<reqwest::Certificate>,
+    pub certs: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for CaBundle {
@@ -80,27 +86,36 @@ impl std::fmt::Debug for CaBundle {
 /// A pooled, kept-alive client for Better Auth.
 #[derive(Clone, Debug)]
 pub struct BetterAuthClient {
-    http: reqwest::Client,
+    http: Transport,
     endpoints: Endpoints,
+    /// The session, fresh-session and probe URLs, parsed once.
+    uris: Uris,
     timeout: Duration,
     fields: Vec<Vec<String>>,
     jwt: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Uris {
+    session: Uri,
+    session_fresh: Uri,
+    ok: Uri,
 }
 
 // === impl Endpoints ===
 
 impl Endpoints {
     /// The session URL under `base`, and the `/ok` probe beside it (`…/get-session` → `…/ok`).
-    pub fn of(base: &reqwest::Url, session_path: &str) -> Result<Self, String> {
+    pub fn of(base: &url::Url, session_path: &str) -> Result<Self, String> {
         let root = base.as_str().trim_end_matches('/');
-        let session = reqwest::Url::parse(&format!("{root}{session_path}"))
+        let session = url::Url::parse(&format!("{root}{session_path}"))
             .map_err(|e| format!("{session_path:?} does not make a URL with the base ({e})"))?;
         let parent = session_path
             .rsplit_once('/')
             .map_or("", |(parent, _)| parent);
-        let ok = reqwest::Url::parse(&format!("{root}{parent}/ok"))
+        let ok = url::Url::parse(&format!("{root}{parent}/ok"))
             .map_err(|e| format!("{session_path:?} does not make a probe URL ({e})"))?;
-        let members = reqwest::Url::parse(&format!("{root}{parent}/organization/list-members"))
+        let members = url::Url::parse(&format!("{root}{parent}/organization/list-members"))
             .map_err(|e| format!("{session_path:?} does not make a members URL ({e})"))?;
         let mut session_fresh = session.clone();
         session_fresh
@@ -162,25 +177,17 @@ impl Outcome {
 impl BetterAuthClient {
     pub fn new(endpoints: Endpoints, options: &ClientOptions) -> Result<Self, String> {
         install_crypto_provider();
-        let mut builder = reqwest::Client::builder();
-        if let Some(ca) = &options.ca {
-            builder = builder.tls_certs_merge(ca.certs.clone());
-        }
-        let http = builder
-            // A redirect from the session endpoint is a misconfiguration, never a session.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(options.timeout)
-            .pool_max_idle_per_host(options.pool_max_idle)
-            // Below Node's default keep-alive timeout (5 s), so we close an idle connection
-            // before Better Auth does and never send a check into one it is closing.
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .http1_only()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let roots = options.ca.as_ref().map_or(&[][..], |ca| &ca.certs[..]);
+        let http = Transport::new(options.timeout, options.pool_max_idle, roots)?;
+        let uris = Uris {
+            session: uri(&endpoints.session)?,
+            session_fresh: uri(&endpoints.session_fresh)?,
+            ok: uri(&endpoints.ok)?,
+        };
         Ok(BetterAuthClient {
             http,
             endpoints,
+            uris,
             timeout: options.timeout,
             fields: options.fields.clone(),
             jwt: options.jwt,
@@ -204,22 +211,21 @@ impl BetterAuthClient {
     /// trace context. `None` when the credential is not a header value.
     fn request_as(
         &self,
-        url: reqwest::Url,
+        uri: Uri,
         query: &SessionQuery,
         trace: &[(&'static str, String)],
-    ) -> Option<reqwest::RequestBuilder> {
+    ) -> Option<Outgoing> {
+        let mut request = get(uri);
+        let headers = request.headers_mut();
         let user_agent = query
             .user_agent
             .as_deref()
             .and_then(|ua| HeaderValue::from_str(ua).ok())
             .unwrap_or(HeaderValue::from_static(DEFAULT_USER_AGENT));
-        let request = self
-            .http
-            .get(url)
-            .header(ACCEPT, "application/json")
-            .header(USER_AGENT, user_agent);
+        headers.insert(USER_AGENT, user_agent);
         // The core only forwards visible ASCII; a value that is not a header denies.
-        let mut request = with_credential(request, &query.credential)?;
+        let (name, value) = credential_header(&query.credential)?;
+        headers.insert(name, value);
         if let Some(addr) = query
             .client_addr
             .as_deref()
@@ -227,28 +233,28 @@ impl BetterAuthClient {
         {
             // Better Auth's rate limiter keys on the first X-Forwarded-For value: give it the
             // real client, so one busy user cannot exhaust everyone's bucket.
-            request = request.header("x-forwarded-for", addr);
+            headers.insert("x-forwarded-for", addr);
         }
         for (name, value) in trace {
             if let Ok(value) = HeaderValue::from_str(value) {
-                request = request.header(*name, value);
+                headers.insert(*name, value);
             }
         }
         Some(request)
     }
 
     async fn call(&self, query: &SessionQuery, trace: &[(&'static str, String)]) -> SessionLookup {
-        let url = if query.fresh {
-            &self.endpoints.session_fresh
+        let uri = if query.fresh {
+            &self.uris.session_fresh
         } else {
-            &self.endpoints.session
+            &self.uris.session
         };
-        let Some(request) = self.request_as(url.clone(), query, trace) else {
+        let Some(request) = self.request_as(uri.clone(), query, trace) else {
             return SessionLookup::BadAnswer;
         };
-        let response = match request.send().await {
+        let response = match self.http.send(request).await {
             Ok(response) => response,
-            Err(error) => return SessionLookup::Unavailable(classify_send_error(&error)),
+            Err(detail) => return SessionLookup::Unavailable(detail),
         };
         let status = response.status();
         // Read now, before the body takes the response: no copy of the whole header map.
@@ -318,7 +324,7 @@ impl BetterAuthClient {
 
     /// `GET /ok`: is Better Auth answering at all? Used by readiness.
     pub async fn probe(&self) -> bool {
-        let call = self.http.get(self.endpoints.ok.clone()).send();
+        let call = self.http.send(get(self.uris.ok.clone()));
         match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), call).await {
             Ok(Ok(response)) => response.status().is_success(),
             _ => false,
@@ -326,28 +332,43 @@ impl BetterAuthClient {
     }
 }
 
-/// The request with the one credential in its header.
-fn with_credential(
-    request: reqwest::RequestBuilder,
-    credential: &Credential,
-) -> Option<reqwest::RequestBuilder> {
+/// A GET of `uri` asking for JSON.
+fn get(uri: Uri) -> Outgoing {
+    let mut request = Request::new(Default::default());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = uri;
+    request
+        .headers_mut()
+        .insert(ACCEPT, HeaderValue::from_static("application/json"));
+    request
+}
+
+/// A URL as the client sends it.
+fn uri(url: &url::Url) -> Result<Uri, String> {
+    url.as_str()
+        .parse()
+        .map_err(|e| format!("{url}: not a request URI ({e})"))
+}
+
+/// The header that carries the one credential.
+fn credential_header(credential: &Credential) -> Option<(HeaderName, HeaderValue)> {
     Some(match credential {
-        Credential::Cookie(header) => request.header(COOKIE, HeaderValue::from_str(header).ok()?),
-        Credential::Bearer(token) => {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
-            request.header(AUTHORIZATION, value)
-        }
-        Credential::ApiKey { header, key } => {
-            let name = reqwest::header::HeaderName::from_bytes(header.as_bytes()).ok()?;
-            request.header(name, HeaderValue::from_str(key).ok()?)
-        }
+        Credential::Cookie(header) => (COOKIE, HeaderValue::from_str(header).ok()?),
+        Credential::Bearer(token) => (
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
+        ),
+        Credential::ApiKey { header, key } => (
+            HeaderName::from_bytes(header.as_bytes()).ok()?,
+            HeaderValue::from_str(key).ok()?,
+        ),
     })
 }
 
 /// A 429 to an API key: the key's own limit (`RATE_LIMITED`, `USAGE_EXCEEDED`, with
 /// `details.tryAgainIn` in milliseconds) is the client's to wait out; anything else is Better
 /// Auth's global limiter, which makes it unavailable for everyone.
-async fn key_rate_limit(response: reqwest::Response) -> SessionLookup {
+async fn key_rate_limit(response: Response<Incoming>) -> SessionLookup {
     #[derive(Deserialize)]
     struct Limited {
         code: String,
@@ -375,47 +396,17 @@ async fn key_rate_limit(response: reqwest::Response) -> SessionLookup {
     }
 }
 
-fn text_header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+fn text_header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
 
-/// reqwest is built without a bundled crypto provider: install ring, process-wide. Installing
-/// twice is a harmless no-op.
+/// rustls is built without a default crypto provider: install ring, process-wide, for the
+/// OpenTelemetry exporter's client and the TLS listeners. Installing twice is a harmless no-op.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn classify_send_error(error: &reqwest::Error) -> Detail {
-    if error.is_timeout() {
-        Detail::UpstreamTimeout
-    } else {
-        Detail::UpstreamUnreachable
-    }
-}
-
-enum BodyError {
-    TooLarge,
-    Read,
-}
-
-async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|_| BodyError::Read)? {
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The parts of get-session's answer we rely on; everything else (the raw `session.token`
@@ -653,7 +644,7 @@ mod tests {
 
     #[test]
     fn the_membership_and_fresh_session_urls_sit_beside_the_session_endpoint() {
-        let base = reqwest::Url::parse("http://auth.internal:3000/").unwrap();
+        let base = url::Url::parse("http://auth.internal:3000/").unwrap();
         let e = Endpoints::of(&base, "/api/auth/get-session").unwrap();
         assert_eq!(
             e.members.as_str(),

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use super::{BetterAuthClient, BodyError, MAX_BODY_BYTES, classify_send_error, read_bounded};
+use super::{BetterAuthClient, BodyError, MAX_BODY_BYTES, read_bounded, uri};
 use crate::decision::{OrgLookup, OrgQuery};
 use crate::reason::Detail;
 use crate::routes::OrgRef;
@@ -75,12 +75,15 @@ impl BetterAuthClient {
                 .append_pair("filterValue", &query.user_id)
                 .append_pair("limit", "1");
         }
-        let Some(request) = self.request_as(url, &query.session, trace) else {
+        let Some(request) = uri(&url)
+            .ok()
+            .and_then(|uri| self.request_as(uri, &query.session, trace))
+        else {
             return OrgLookup::BadAnswer;
         };
-        let response = match request.send().await {
+        let response = match self.http.send(request).await {
             Ok(response) => response,
-            Err(error) => return OrgLookup::Unavailable(classify_send_error(&error)),
+            Err(detail) => return OrgLookup::Unavailable(detail),
         };
         let status = response.status().as_u16();
         let body = match read_bounded(response, MAX_BODY_BYTES).await {

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use crate::path::{PathPrefix, UserPathPattern};
 use crate::routes::{RoutePattern, RouteTable};
 
@@ -199,7 +202,8 @@ pub fn file(raw: &str) -> Result<PathBuf, String> {
 /// A PEM bundle of CA certificates, loaded once here.
 pub fn ca_bundle(raw: &str) -> Result<crate::better_auth::CaBundle, String> {
     let pem = std::fs::read(raw).map_err(|e| format!("{raw}: {e}"))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{raw}: not a PEM certificate bundle ({e})"))?;
     if certs.is_empty() {
         return Err(format!("{raw}: no PEM certificate in the file"));
