@@ -7,20 +7,25 @@
 //! Envoy types.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
-    Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue,
-    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
+    OkHttpResponse,
 };
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
-use tonic::{Request, Response, Status};
 
 use crate::authorizer::Authorizer;
 use crate::decision::{self, Decision, TraceHeaders, Transport};
 use crate::routes::NamedRoute;
+use wire::{AddressKind, CheckRequest, Entry, HttpRequest};
+
+mod service;
+pub mod wire;
+
+pub use service::{AuthorizationService, Checker};
 
 /// The tonic service. Cheap to clone.
 #[derive(Clone)]
@@ -34,13 +39,16 @@ impl ExtAuthz {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthz {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let check = request.into_inner();
+impl Checker for ExtAuthz {
+    /// Judge one `CheckRequest`. Every decision, deny included, is an answer.
+    fn check(&self, check: CheckRequest) -> impl Future<Output = CheckResponse> + Send + 'static {
+        let this = self.clone();
+        async move { this.judge(check).await }
+    }
+}
+
+impl ExtAuthz {
+    async fn judge(&self, check: CheckRequest) -> CheckResponse {
         // Without `attributes.request.http` there is nothing to judge: the core answers an
         // empty path with `BAD_REQUEST`, counted and logged like every decision.
         let empty = HttpRequest::default();
@@ -82,7 +90,7 @@ impl Authorization for ExtAuthz {
             client_addr: client_addr.as_deref(),
         };
         let decision = self.authorizer.check(&req).await;
-        Ok(Response::new(check_response(&decision)))
+        check_response(&decision)
     }
 }
 
@@ -93,8 +101,8 @@ fn named_route(check: &CheckRequest) -> NamedRoute<'_> {
     check
         .attributes
         .as_ref()
-        .and_then(|a| a.context_extensions.get("route"))
-        .map_or(NamedRoute::None, |name| NamedRoute::Named(name))
+        .and_then(|a| Entry::last(&a.context_extensions, "route"))
+        .map_or(NamedRoute::None, NamedRoute::Named)
 }
 
 fn http_request(check: &CheckRequest) -> Option<&HttpRequest> {
@@ -114,7 +122,7 @@ fn client_address(check: &CheckRequest) -> Option<Cow<'_, str>> {
         .address
         .as_ref()?;
     match address {
-        Address::SocketAddress(socket) if !socket.address.is_empty() => {
+        AddressKind::Socket(socket) if !socket.address.is_empty() => {
             Some(Cow::Borrowed(socket.address.as_str()))
         }
         _ => None,
@@ -124,8 +132,8 @@ fn client_address(check: &CheckRequest) -> Option<Cow<'_, str>> {
 /// Request headers from `headers` (lower-case keys, repeated headers joined with `,`), or from
 /// `header_map` when Envoy sends raw headers (`encode_raw_headers: true`).
 enum Headers<'a> {
-    Map(&'a std::collections::HashMap<String, String>),
-    Raw(&'a [HeaderValue]),
+    Map(&'a [Entry]),
+    Raw(&'a [wire::HeaderValue]),
 }
 
 // === impl Headers ===
@@ -148,10 +156,10 @@ impl<'a> Headers<'a> {
         'a: 'n,
     {
         let (map, list) = match *self {
-            Headers::Map(map) => (map.get(name), &[][..]),
+            Headers::Map(map) => (Entry::last(map, name), &[][..]),
             Headers::Raw(list) => (None, list),
         };
-        let from_map = map.map(|v| Cow::Borrowed(v.as_str()));
+        let from_map = map.map(Cow::Borrowed);
         let from_list = list
             .iter()
             .filter(move |h| h.key.eq_ignore_ascii_case(name))
@@ -170,7 +178,7 @@ impl<'a> Headers<'a> {
 
 /// `raw_value` bytes when set (non-UTF-8 bytes become U+FFFD, which the core refuses to
 /// forward), else `value`.
-fn raw_value(h: &HeaderValue) -> Cow<'_, str> {
+fn raw_value(h: &wire::HeaderValue) -> Cow<'_, str> {
     if h.raw_value.is_empty() {
         Cow::Borrowed(h.value.as_str())
     } else {

@@ -47,7 +47,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -177,14 +176,14 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<AuthorizationServer<grpc::ExtAuthz>>()
+        .set_serving::<grpc::AuthorizationService<grpc::ExtAuthz>>()
         .await;
 
     let mut servers = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.grpc {
         let router = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(AuthorizationServer::new(grpc::ExtAuthz::new(
+            .add_service(grpc::AuthorizationService(grpc::ExtAuthz::new(
                 authorizer.clone(),
             )));
         servers.spawn(serve_grpc(
@@ -220,7 +219,7 @@ pub async fn run(
 
     readiness.start_shutdown();
     health
-        .set_not_serving::<AuthorizationServer<grpc::ExtAuthz>>()
+        .set_not_serving::<grpc::AuthorizationService<grpc::ExtAuthz>>()
         .await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)

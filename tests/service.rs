@@ -669,6 +669,30 @@ async fn grpc_health_reports_serving() {
 }
 
 #[tokio::test]
+async fn another_method_of_the_service_is_unimplemented() {
+    use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
+    let stand_in = StandIn::start(valid("u1")).await;
+    let service = Service::start(base_args(&stand_in.url())).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<CheckRequest, CheckResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Report");
+    let answer = grpc
+        .unary(tonic::Request::new(CheckRequest::default()), path, codec)
+        .await;
+    assert_eq!(
+        answer.map(|_| ()).unwrap_err().code(),
+        tonic::Code::Unimplemented
+    );
+    assert_eq!(stand_in.calls(), 0);
+}
+
+#[tokio::test]
 async fn in_flight_checks_finish_on_shutdown() {
     let stand_in = StandIn::start(Behavior::Slow(
         Duration::from_millis(300),
