@@ -7,7 +7,6 @@
 //! Envoy types.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -25,7 +24,7 @@ use wire::{AddressKind, CheckRequest, Entry, HttpRequest};
 mod service;
 pub mod wire;
 
-pub use service::{AuthorizationService, Checker};
+pub use service::{Answer, AuthorizationService, Checker};
 
 /// The tonic service. Cheap to clone.
 #[derive(Clone)]
@@ -41,9 +40,9 @@ impl ExtAuthz {
 
 impl Checker for ExtAuthz {
     /// Judge one `CheckRequest`. Every decision, deny included, is an answer.
-    fn check(&self, check: CheckRequest) -> impl Future<Output = CheckResponse> + Send + 'static {
+    fn check(&self, check: CheckRequest) -> Answer {
         let this = self.clone();
-        async move { this.judge(check).await }
+        Box::pin(async move { this.judge(check).await })
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use tonic::body::Body;
@@ -22,11 +23,14 @@ const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// What answers a `Check`: every decision, deny included, is an answer, never a gRPC error.
 pub trait Checker: Clone + Send + Sync + 'static {
-    fn check(
-        &self,
-        request: wire::CheckRequest,
-    ) -> impl Future<Output = CheckResponse> + Send + 'static;
+    /// Boxed: the answer's future is large (better-authz's is several KiB) and tonic moves the
+    /// future it is given several times; behind a box only the pointer moves (callgrind: 11k
+    /// instructions of `memcpy` per check more without it).
+    fn check(&self, request: wire::CheckRequest) -> Answer;
 }
+
+/// A [`Checker`]'s answer to come.
+pub type Answer = Pin<Box<dyn Future<Output = CheckResponse> + Send + 'static>>;
 
 /// `envoy.service.auth.v3.Authorization`, answered by `C` ([`super::ExtAuthz`] in the service).
 #[derive(Clone)]
