@@ -14,6 +14,9 @@ Rows:
   5 service  gRPC Check straight at better-authz, a stand-in Better Auth that answers at once
   2c envoy_cached  as 2, better-authz with its session cache on (AUTHZ_CACHE_TTL_MS)
   2d envoy_bare    the same Envoy without the ext_authz filter (the ceiling: what Envoy and the back end cost)
+  2e floor         as 2, examples/floor.rs in better-authz's place: the same libraries (tonic, hyper, tokio,
+                   mimalloc) doing only the protocol, no policy (the floor under better-authz's CPU per check)
+  2f floor_cached  as 2e, the floor memoizing user ids by cookie (the floor under 2c)
 
 Environment (all optional): see bench/run.sh.
 """
@@ -57,7 +60,7 @@ USERS = env_int("BENCH_USERS", 50)
 CONCURRENCY = env_int("BENCH_CONCURRENCY", 32)
 DURATION = env_float("BENCH_DURATION", 20)
 WARMUP = env_float("BENCH_WARMUP", 5)
-ROWS = [r.strip() for r in os.environ.get("BENCH_ROWS", "direct,envoy,envoy_cached,envoy_bare,nginx,fastapi,service")
+ROWS = [r.strip() for r in os.environ.get("BENCH_ROWS", "direct,envoy,envoy_cached,envoy_bare,floor,floor_cached,nginx,fastapi,service")
         .split(",") if r.strip()]
 PIN = os.environ.get("BENCH_PIN", "auto")
 UPSTREAM_TIMEOUT_MS = env_int("BENCH_AUTHZ_UPSTREAM_TIMEOUT_MS", 1000)
@@ -77,6 +80,7 @@ REPEAT_DIRECT = os.environ.get("BENCH_REPEAT_DIRECT", "1") == "1"
 CACHE_TTL_MS = env_int("BENCH_CACHE_TTL_MS", 300_000)
 
 AUTHZ_BIN = launcher.authz_bin_from_env(ROOT / "target/release/better-authz")
+FLOOR_BIN = Path(os.environ.get("BENCH_FLOOR_BIN", ROOT / "target/release/examples/floor"))
 LOADGEN_BIN = Path(os.environ.get("BENCH_LOADGEN_BIN", ROOT / "target/release/examples/loadgen"))
 ENVOY_BIN = launcher.ENVOY_BIN
 BENCH_VENV = ROOT / ".tools/bench-venv"
@@ -87,6 +91,8 @@ ROW_TITLES = {
     "envoy": "2. Envoy + better-authz (gRPC)",
     "envoy_cached": "2c. Envoy + better-authz, sessions cached",
     "envoy_bare": "2d. Envoy without ext_authz (ceiling)",
+    "floor": "2e. Envoy + floor server (same libraries, no policy)",
+    "floor_cached": "2f. Envoy + floor server, memoized",
     "nginx": "3. nginx + better-authz (auth_request)",
     "fastapi": "4. FastAPI dependency + httpx",
     "service": "5. better-authz alone (stand-in Better Auth)",
@@ -98,13 +104,19 @@ OPEN_TITLES = {
     "envoy": "2b. Envoy + better-authz, open loop {rate:,} req/s",
     "envoy_cached": "2c-b. Envoy + better-authz cached, open loop {rate:,} req/s",
     "envoy_bare": "2d-b. Envoy without ext_authz, open loop {rate:,} req/s",
+    "floor": "2e-b. Envoy + floor server, open loop {rate:,} req/s",
+    "floor_cached": "2f-b. Envoy + floor server memoized, open loop {rate:,} req/s",
     "nginx": "3b. nginx + better-authz, open loop {rate:,} req/s",
     "fastapi": "4b. FastAPI + httpx, open loop {rate:,} req/s",
     "service": "5b. better-authz alone, open loop {rate:,} checks/s",
     "standin": "5c. stand-in alone (no better-authz), open loop {rate:,} req/s",
 }
-BA_ROWS = ("direct", "envoy", "envoy_cached", "envoy_bare", "nginx", "fastapi")
-ENVOY_ROWS = ("envoy", "envoy_cached", "envoy_bare")
+BA_ROWS = ("direct", "envoy", "envoy_cached", "envoy_bare", "floor", "floor_cached", "nginx", "fastapi")
+ENVOY_ROWS = ("envoy", "envoy_cached", "envoy_bare", "floor", "floor_cached")
+FLOOR_ROWS = ("floor", "floor_cached")
+# The proxy (and its listener in `ports`) in front of each proxied row.
+PROXY_OF = {"envoy": "envoy", "envoy_cached": "envoy_cached", "envoy_bare": "envoy_bare", "nginx": "nginx",
+            "floor": "envoy_floor", "floor_cached": "envoy_floor_cached"}
 
 
 def plan_rows() -> list[str]:
@@ -379,8 +391,10 @@ def versions() -> dict:
 def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    floor = [(FLOOR_BIN, "the floor server (cargo build --release --example floor)")] \
+        if any(r in ROWS for r in FLOOR_ROWS) else []
     for path, what in ((AUTHZ_BIN, "better-authz"), (LOADGEN_BIN, "loadgen"), (ENVOY_BIN, "envoy"),
-                       (NGINX_BIN, "nginx"), (BENCH_VENV / "bin/uvicorn", "uvicorn")):
+                       (NGINX_BIN, "nginx"), (BENCH_VENV / "bin/uvicorn", "uvicorn"), *floor):
         if not os.access(path, os.X_OK):
             raise SystemExit(f"bench: {what} not found at {path}: run bench/run.sh")
     unknown = [r for r in ROWS if r not in ROW_TITLES]
@@ -402,7 +416,10 @@ def main() -> int:
              "authz_nginx_grpc", "authz_nginx_http", "authz_nginx_admin",
              "authz_alone_grpc", "authz_alone_http", "authz_alone_admin",
              "envoy_cached", "envoy_cached_admin", "authz_cached_grpc", "authz_cached_http", "authz_cached_admin",
-             "envoy_bare", "envoy_bare_admin")
+             "envoy_bare", "envoy_bare_admin",
+             "envoy_floor", "envoy_floor_admin", "floor_grpc", "floor_http", "floor_admin",
+             "envoy_floor_cached", "envoy_floor_cached_admin", "floor_cached_grpc", "floor_cached_http",
+             "floor_cached_admin")
     ports = dict(zip(names, free_ports(len(names))))
     ba_url = f"http://127.0.0.1:{ports['better_auth']}"
 
@@ -426,6 +443,14 @@ def main() -> int:
                                         ports[prefix + "_admin"], UPSTREAM_TIMEOUT_MS), "RUST_LOG": "info",
                    **(extra or {})}
             return start(launcher.better_authz(LOGS, AUTHZ_BIN, env, name=name, wrap=taskset(cpus)))
+
+        def start_envoy(name: str, listener: str, grpc: int) -> Proc:
+            """An Envoy on `ports[listener]` in front of the ext_authz server on `grpc`."""
+            cfg = launcher.render_envoy({**ports, "envoy": ports[listener], "envoy_admin": ports[listener + "_admin"],
+                                         "authz_grpc": grpc}, LOGS / f"{name}.yaml",
+                                        check_timeout=f"{UPSTREAM_TIMEOUT_MS / 1000 + 0.5:g}s")
+            return start(launcher.envoy(LOGS, ENVOY_BIN, cfg, ports[listener + "_admin"], args=["--cpuset-threads"],
+                                        name=name, wrap=taskset(LOAD_CPUS)))
 
         need_proxy = any(r in ROWS for r in (*ENVOY_ROWS, "nginx"))
         procs: dict[str, Proc] = {}
@@ -460,6 +485,15 @@ def main() -> int:
             procs["envoy_bare"] = start(launcher.envoy(LOGS, ENVOY_BIN, cfg, ports["envoy_bare_admin"], authz_health=False,
                                                        args=["--cpuset-threads"], name="envoy-bare",
                                                        wrap=taskset(LOAD_CPUS)))
+        for row in FLOOR_ROWS:
+            if row in ROWS:
+                say(f"starting the floor server{' (memoizing)' if row == 'floor_cached' else ''}, and an Envoy for it")
+                env = {**launcher.authz_env(ba_url, ports[row + "_grpc"], ports[row + "_http"], ports[row + "_admin"],
+                                            UPSTREAM_TIMEOUT_MS),
+                       **({"AUTHZ_CACHE_TTL_MS": str(CACHE_TTL_MS)} if row == "floor_cached" else {})}
+                procs[row] = start(launcher.better_authz(LOGS, FLOOR_BIN, env, name=row, wrap=taskset(LOAD_CPUS)))
+                procs[PROXY_OF[row]] = start_envoy(PROXY_OF[row].replace("_", "-"), PROXY_OF[row],
+                                                   ports[row + "_grpc"])
         if "nginx" in ROWS:
             say("starting better-authz for nginx, and nginx")
             procs["authz_nginx"] = start_authz("better-authz-nginx", ba_url, "authz_nginx", LOAD_CPUS)
@@ -479,6 +513,8 @@ def main() -> int:
         checks = {"direct": f"{ba_url}/api/auth/get-session", "envoy": f"http://127.0.0.1:{ports['envoy']}/api/{uid}/tasks",
                   "envoy_cached": f"http://127.0.0.1:{ports['envoy_cached']}/api/{uid}/tasks",
                   "nginx": f"http://127.0.0.1:{ports['nginx']}/api/{uid}/tasks",
+                  "floor": f"http://127.0.0.1:{ports['envoy_floor']}/api/{uid}/tasks",
+                  "floor_cached": f"http://127.0.0.1:{ports['envoy_floor_cached']}/api/{uid}/tasks",
                   "fastapi": f"http://127.0.0.1:{ports['fastapi']}/api/{uid}/tasks"}
         for row, url in checks.items():
             if row in ROWS:
@@ -531,12 +567,14 @@ def main() -> int:
             if base in (*ENVOY_ROWS, "nginx"):
                 req = urllib.request.Request(f"http://127.0.0.1:{ports['todo_admin']}/requests", method="DELETE")
                 urllib.request.urlopen(req, timeout=5).read()  # the back end records every request
-                proxy = procs[base]
+                proxy = procs[PROXY_OF[base]]
                 proxy_name = "nginx" if base == "nginx" else "envoy"
                 watch = {proxy_name: [proxy.pid, *children(proxy.pid)], "todo-backend": [procs["todo"].pid],
                          "better-auth": ba_pid}
-                args = ["http", "--url", f"http://127.0.0.1:{ports[base]}/api/{{user_id}}/tasks",
+                args = ["http", "--url", f"http://127.0.0.1:{ports[PROXY_OF[base]]}/api/{{user_id}}/tasks",
                         "--users", str(users_file), *BROWSER]
+                if base in FLOOR_ROWS:
+                    return args, {"floor": [procs[base].pid], **watch}, None, None
                 if base == "envoy_bare":
                     # The identity better-authz would have set, sent by the client (Envoy passes it on).
                     return [*args, "--header", "x-user-id: {user_id}"], watch, None, None
@@ -615,12 +653,18 @@ def authz_proc(r: dict) -> dict | None:
     return r.get("procs", {}).get("better-authz")
 
 
+def server_proc(r: dict) -> dict | None:
+    """The ext_authz server of a row: better-authz, or the floor server in rows 2e and 2f."""
+    return authz_proc(r) or r.get("procs", {}).get("floor")
+
+
 def print_row(row: str, r: dict) -> None:
     lat = r["latency_ms"]
     extra = ""
-    p = authz_proc(r)
+    p = server_proc(r)
     if p:
-        extra = f", better-authz {p['cpu_us_per_request']} µs CPU/check, peak RSS {p['vm_hwm_kb'] / 1024:.1f} MiB"
+        who = "better-authz" if authz_proc(r) else "floor"
+        extra = f", {who} {p['cpu_us_per_request']} µs CPU/check, peak RSS {p['vm_hwm_kb'] / 1024:.1f} MiB"
     print(f"    {r['rps']:.0f} req/s, p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms, "
           f"errors {r['errors']}, non-2xx {sum(r['non_2xx'].values())}{extra}", flush=True)
 
@@ -750,7 +794,7 @@ def markdown(doc: dict) -> str:
     vd, vf = s.get("vs_direct", {}), s.get("vs_fastapi", {})
     for row, r in rows.items():
         lat = r["latency_ms"]
-        p = authz_proc(r)
+        p = server_proc(r)
         out.append("| " + " | ".join([
             r["title"], f"{r['rps']:,.0f}", f"{lat['p50']:.2f}", f"{lat['p95']:.2f}", f"{lat['p99']:.2f}",
             str(r["errors"]), str(sum(r["non_2xx"].values())),
@@ -761,7 +805,7 @@ def markdown(doc: dict) -> str:
     out.append("")
     out.append("CPU used during the measured window (cores = CPU seconds / wall seconds):")
     out.append("")
-    out.append("| Row | " + " | ".join(["Better Auth", "better-authz", "proxy", "back end", "stand-in", "loadgen",
+    out.append("| Row | " + " | ".join(["Better Auth", "better-authz (2e, 2f: floor)", "proxy", "back end", "stand-in", "loadgen",
                                         "rest of the machine", "steal"]) + " |")
     out.append("|---|" + "---:|" * 8)
     for row, r in rows.items():
@@ -771,7 +815,7 @@ def markdown(doc: dict) -> str:
                 if n in procs:
                     return f"{procs[n]['cpu_cores']:.2f}"
             return "–"
-        out.append(f"| {r['title']} | {cores('better-auth')} | {cores('better-authz')} | {cores('envoy', 'nginx')} | "
+        out.append(f"| {r['title']} | {cores('better-auth')} | {cores('better-authz', 'floor')} | {cores('envoy', 'nginx')} | "
                    f"{cores('todo-backend', 'fastapi')} | {cores('standin')} | {cores('loadgen')} | "
                    f"{r['machine']['unwatched_cores']:.2f} | {r['machine']['steal_cores']:.2f} |")
     out.append("")
@@ -806,6 +850,20 @@ def markdown(doc: dict) -> str:
                                  f"{r['rps']:,.0f} req/s; better-authz {fmt(authz_us(r))} µs per check)")
             out.append(f"- **What ext_authz costs, {kind}**: " + "; ".join(parts) + ". The difference in Envoy's "
                        "column is Envoy's own gRPC client; better-authz's column is ours.")
+    for suffix, kind in (("", "closed loop"), ("_open", "open loop")):
+        pairs = [(rows.get("envoy" + suffix), rows.get("floor" + suffix), "asking Better Auth"),
+                 (rows.get("envoy_cached" + suffix), rows.get("floor_cached" + suffix), "from the cache")]
+        parts = []
+        for ours, floor, what in pairs:
+            o, f = (server_proc(ours) if ours else None), (server_proc(floor) if floor else None)
+            if o and f:
+                parts.append(f"{what}, better-authz {o['cpu_us_per_request']:.1f} µs per check "
+                             f"({ours['title'].split(' ', 1)[0].rstrip('.')}) against the floor's "
+                             f"{f['cpu_us_per_request']:.1f} µs ({floor['title'].split(' ', 1)[0].rstrip('.')}): "
+                             f"**{o['cpu_us_per_request'] - f['cpu_us_per_request']:.1f} µs of our own**")
+        if parts:
+            out.append(f"- **Above the floor, {kind}** (the floor server is the same libraries doing only the "
+                       "protocol: decode, one Better Auth call or a map lookup, answer): " + "; ".join(parts) + ".")
     for row in ("envoy", "envoy_cached", "nginx", "envoy_open", "envoy_cached_open", "nginx_open"):
         if row in rows and "authz_metrics" in rows[row]:
             am = rows[row]["authz_metrics"]

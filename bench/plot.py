@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 # Processes in the stacking order of the CPU chart: (label, names in results["rows"][row]["procs"]).
 PROCESSES = [
-    ("better-authz", ("better-authz",)),
+    ("better-authz (or the floor server, rows 2e/2f)", ("better-authz", "floor")),
     ("Better Auth", ("better-auth",)),
     ("proxy (Envoy / nginx)", ("envoy", "nginx")),
     ("back end (todo / FastAPI)", ("todo-backend", "fastapi")),
@@ -100,10 +100,11 @@ def cpu_per_request(doc: dict, out: Path) -> None:
     left.set_title("CPU per request, by process")
     left.set_xlim(0, max(start) * 1.12)
     left.legend(loc="lower right", fontsize=8)
-    authz = [r["procs"].get("better-authz", {}).get("cpu_us_per_request", 0.0) for r in rows]
+    authz = [next((r["procs"][n]["cpu_us_per_request"] for n in ("better-authz", "floor") if n in r["procs"]), 0.0)
+             for r in rows]
     label_bars(right, right.barh(y, authz, color="tab:blue"))
-    right.set_xlabel("CPU µs per check (rows with better-authz)")
-    right.set_title("better-authz's own CPU per check")
+    right.set_xlabel("CPU µs per check (rows with better-authz or the floor server)")
+    right.set_title("the ext_authz server's own CPU per check")
     right.set_xlim(0, max(authz) * 1.2)
     left.set_yticks(y, titles, fontsize=8)
     left.invert_yaxis()

@@ -4,18 +4,20 @@
 #   ./bench/run.sh
 #
 # Installs what is missing (nginx, Envoy, Better Auth via scripts/install-deps.sh; FastAPI, uvicorn,
-# httpx pinned in bench/requirements.txt into .tools/bench-venv), builds better-authz and the load
-# generator in release mode, then runs bench/bench.py: five rows one after another with the same
-# load, a table on stdout, bench/results/latest.json + latest.md, and the results section of
-# BENCHMARKS.md rewritten. Every process it starts is stopped on exit, also on failure or Ctrl-C.
-# About 9 minutes on 2 cores with the defaults (plus the first build).
+# httpx pinned in bench/requirements.txt into .tools/bench-venv), builds better-authz, the load
+# generator and the floor server (examples/floor.rs, rows 2e and 2f) in release mode, then runs
+# bench/bench.py: the rows one after another with the same load, a table on stdout,
+# bench/results/latest.json + latest.md, and the results section of BENCHMARKS.md rewritten.
+# Every process it starts is stopped on exit, also on failure or Ctrl-C.
+# About 11 minutes on 2 cores with the defaults (plus the first build).
 #
 # Environment:
 #   BENCH_USERS=50            distinct signed-in users (cookies rotated round robin)
 #   BENCH_CONCURRENCY=32      concurrent kept-alive connections, the same for every row
 #   BENCH_WARMUP=5            seconds of warm-up per row, excluded
 #   BENCH_DURATION=20         measured seconds per row
-#   BENCH_ROWS=direct,envoy,envoy_cached,envoy_bare,nginx,fastapi,service   which rows, in this order
+#   BENCH_ROWS=direct,envoy,envoy_cached,envoy_bare,floor,floor_cached,nginx,fastapi,service
+#                             which rows, in this order
 #   BENCH_CACHE_TTL_MS=300000 row 2c (envoy_cached): better-authz's AUTHZ_CACHE_TTL_MS
 #   BENCH_PIN=auto            taskset: the system under test on the last CPU, the rest on the others
 #                             (auto = when there are 2+ CPUs; 0 = no pinning)
@@ -26,6 +28,7 @@
 #   SKIP_INSTALL=1            do not run the installers
 #   SKIP_BUILD=1              use the binaries already in target/release
 #   BETTER_AUTHZ_BIN          benchmark this better-authz binary
+#   BENCH_FLOOR_BIN           the floor server (default target/release/examples/floor)
 #
 # Logs of every component: .bench-logs/
 set -euo pipefail
@@ -83,8 +86,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
         say "building better-authz (cargo build --release --locked --bin better-authz)"
         (cd "$ROOT" && nice cargo build --release --locked --bin better-authz) || die "cargo build failed"
     fi
-    say "building the load generator (cargo build --release --locked --example loadgen)"
-    (cd "$ROOT" && nice cargo build --release --locked --example loadgen) || die "cargo build of examples/loadgen failed"
+    say "building the load generator and the floor server (cargo build --release --locked --example loadgen --example floor)"
+    (cd "$ROOT" && nice cargo build --release --locked --example loadgen --example floor) \
+        || die "cargo build of examples/loadgen and examples/floor failed"
 fi
 
 say "running the benchmark (bench/bench.py)"
