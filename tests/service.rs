@@ -650,12 +650,7 @@ async fn grpc_health_reports_serving() {
     use tonic_health::pb::health_client::HealthClient;
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(service.grpc_channel().await);
     for name in ["", "envoy.service.auth.v3.Authorization"] {
         let resp = health
             .check(HealthCheckRequest {
@@ -673,12 +668,7 @@ async fn another_method_of_the_service_is_unimplemented() {
     use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
     let stand_in = StandIn::start(valid("u1")).await;
     let service = Service::start(base_args(&stand_in.url())).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(service.grpc_channel().await);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<CheckRequest, CheckResponse>::default();
     let path = http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Report");
@@ -798,12 +788,7 @@ async fn shutdown_delay_reports_not_serving_while_still_answering() {
     let mut service = Service::start(args).await;
     wait_ready(&service).await;
     let mut grpc = service.grpc_client().await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(service.grpc_channel().await);
     let admin = service.admin_url("/readyz");
 
     let stopping = tokio::spawn(async move { service.stop().await });

@@ -469,7 +469,14 @@ impl Service {
     }
 
     pub async fn grpc_client(&self) -> AuthorizationClient<tonic::transport::Channel> {
-        AuthorizationClient::connect(format!("http://{}", self.grpc))
+        AuthorizationClient::new(self.grpc_channel().await)
+    }
+
+    /// A connected channel to the gRPC listener, for any service on it.
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
+            .expect("gRPC URI")
+            .connect()
             .await
             .expect("connect gRPC")
     }
