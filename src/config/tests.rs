@@ -174,6 +174,14 @@ fn single_problems() {
             |a| a.better_auth_url = Some("http://h/?q=1".into()),
             "BETTER_AUTH_URL",
         ),
+        (
+            |a| a.better_auth_url = Some("http://user:secret@h/".into()),
+            "BETTER_AUTH_URL",
+        ),
+        (
+            |a| a.better_auth_url = Some("http://user@h/".into()),
+            "BETTER_AUTH_URL",
+        ),
         (|a| a.better_auth_url = Some("  ".into()), "BETTER_AUTH_URL"),
         (
             |a| a.upstream_timeout_ms = Some("60001".into()),
@@ -377,4 +385,11 @@ fn every_header_written_upstream_has_one_meaning() {
         c.upstream.fields,
         [vec!["user".to_owned(), "role".to_owned()]]
     );
+}
+
+#[test]
+fn a_password_in_the_better_auth_url_is_refused_without_being_repeated() {
+    let error = parse::base_url("https://user:hunter2@auth.example.com/").unwrap_err();
+    assert!(error.contains("user name or password"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
 }
