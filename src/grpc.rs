@@ -26,7 +26,7 @@ pub mod wire;
 
 pub use service::{Answer, AuthorizationService, Checker};
 
-/// The tonic service. Cheap to clone.
+/// The [`Checker`] of better-authz: Envoy's request to the core and back. Cheap to clone.
 #[derive(Clone)]
 pub struct ExtAuthz {
     authorizer: Arc<Authorizer>,
