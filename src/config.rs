@@ -379,7 +379,7 @@ impl Config {
         use parse::*;
         let mut r = Reader::new();
 
-        let base = r.read("better_auth_url", &a.better_auth_url, base_url);
+        let base = r.read("better_auth_url", &a.better_auth_url, better_auth_url);
         let session_path = read!(r, a.better_auth_session_path, endpoint_path);
         let endpoints = base.and_then(|base| match Endpoints::of(&base, &session_path) {
             Ok(endpoints) => Some(endpoints),

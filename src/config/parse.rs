@@ -72,8 +72,14 @@ pub fn base_url(raw: &str) -> Result<url::Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("{raw:?} must not have a query or fragment"));
     }
-    // The Better Auth calls carry the caller's credential, and only it; a user and password
-    // here would be sent to no one (and are not echoed in this message).
+    Ok(url)
+}
+
+/// `BETTER_AUTH_URL`: a base URL without a user name or password. The Better Auth calls carry
+/// the caller's credential, and only it: a user and password here would be sent to no one. The
+/// message does not repeat them.
+pub fn better_auth_url(raw: &str) -> Result<url::Url, String> {
+    let url = base_url(raw)?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err("the URL must not carry a user name or password".into());
     }

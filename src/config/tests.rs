@@ -261,12 +261,18 @@ fn booleans() {
 #[test]
 fn summary_shows_the_effective_configuration() {
     let mut a = args();
-    a.better_auth_url = Some("http://user:pw@auth.internal:3000".into());
+    a.better_auth_url = Some("http://auth.internal:3000".into());
+    // A collector's user and password never reach the log line (BETTER_AUTH_URL refuses them).
+    a.otel_exporter_otlp_endpoint = Some("http://user:pw@collector:4318".into());
     a.public_paths = Some("/api/auth/, /healthz".into());
     a.user_path_pattern = Some("/API/{user_id}".into());
     let s = Config::from_args(&a).unwrap().summary;
     assert!(
-        s.contains("BETTER_AUTH_URL=http://auth.internal:3000/"),
+        s.contains("BETTER_AUTH_URL=http://auth.internal:3000"),
+        "{s}"
+    );
+    assert!(
+        s.contains("OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318/"),
         "{s}"
     );
     assert!(s.contains("AUTHZ_PUBLIC_PATHS=/api/auth/, /healthz"), "{s}");
@@ -389,7 +395,7 @@ fn every_header_written_upstream_has_one_meaning() {
 
 #[test]
 fn a_password_in_the_better_auth_url_is_refused_without_being_repeated() {
-    let error = parse::base_url("https://user:hunter2@auth.example.com/").unwrap_err();
+    let error = parse::better_auth_url("https://user:hunter2@auth.example.com/").unwrap_err();
     assert!(error.contains("user name or password"), "{error}");
     assert!(!error.contains("hunter2"), "{error}");
 }
