@@ -2,8 +2,9 @@
 //! built on the same libraries does per check, to run in better-authz's place in the benchmark's
 //! Envoy rows. Not a product: no policy, no path rules, no deadlines worth the name, no metrics.
 //!
-//! Per `Check`: the `cookie` header as Envoy sends it (in `headers`, or raw in `header_map`); with `AUTHZ_CACHE_TTL_MS` set, a user id
-//! already seen for that exact cookie header (a plain `HashMap`, never expired); otherwise
+//! Per `Check`: the `cookie` header as Envoy sends it (in `headers`, or raw in `header_map`);
+//! with `AUTHZ_CACHE_TTL_MS` set, a user id already seen for that exact cookie header (a plain
+//! `HashMap`, never expired); otherwise
 //! `GET $BETTER_AUTH_URL/api/auth/get-session` with the cookie (hyper's pooled client, HTTP/1.1,
 //! as better-authz), `user.id` read from the answer. Found: OK with `x-user-id`; else 401.
 //!
@@ -58,6 +59,20 @@ struct User {
 }
 
 impl Inner {
+    async fn user_of_request(&self, check: &wire::CheckRequest) -> Option<String> {
+        let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
+        // `headers`, or raw `header_map` with `encode_raw_headers: true` (the shipped Envoy's).
+        let cookie = match Entry::last(&http.headers, "cookie") {
+            Some(cookie) => cookie,
+            None => {
+                let raw = &http.header_map.as_ref()?.headers;
+                let cookie = raw.iter().find(|h| h.key == "cookie")?;
+                std::str::from_utf8(&cookie.raw_value).ok()?
+            }
+        };
+        self.user_of(cookie).await
+    }
+
     async fn user_of(&self, cookie: &str) -> Option<String> {
         if let Some(id) = self
             .memo
@@ -94,22 +109,6 @@ impl Checker for Floor {
     fn check(&self, check: wire::CheckRequest) -> Answer {
         let floor = self.0.clone();
         Box::pin(async move { answer(floor.user_of_request(&check).await) })
-    }
-}
-
-impl Inner {
-    async fn user_of_request(&self, check: &wire::CheckRequest) -> Option<String> {
-        let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
-        // `headers`, or raw `header_map` with `encode_raw_headers: true` (the shipped Envoy's).
-        let cookie = match Entry::last(&http.headers, "cookie") {
-            Some(cookie) => cookie,
-            None => {
-                let raw = &http.header_map.as_ref()?.headers;
-                let cookie = raw.iter().find(|h| h.key == "cookie")?;
-                std::str::from_utf8(&cookie.raw_value).ok()?
-            }
-        };
-        self.user_of(cookie).await
     }
 }
 

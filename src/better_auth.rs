@@ -87,8 +87,7 @@ impl std::fmt::Debug for CaBundle {
 #[derive(Clone, Debug)]
 pub struct BetterAuthClient {
     http: Transport,
-    endpoints: Endpoints,
-    /// The session, fresh-session and probe URLs, parsed once.
+    /// Where to send each call, parsed once.
     uris: Uris,
     timeout: Duration,
     fields: Vec<Vec<String>>,
@@ -100,6 +99,8 @@ struct Uris {
     session: Uri,
     session_fresh: Uri,
     ok: Uri,
+    /// `list-members`, whose query is built per call.
+    members: url::Url,
 }
 
 // === impl Endpoints ===
@@ -183,10 +184,10 @@ impl BetterAuthClient {
             session: uri(&endpoints.session)?,
             session_fresh: uri(&endpoints.session_fresh)?,
             ok: uri(&endpoints.ok)?,
+            members: endpoints.members,
         };
         Ok(BetterAuthClient {
             http,
-            endpoints,
             uris,
             timeout: options.timeout,
             fields: options.fields.clone(),

@@ -62,7 +62,7 @@ impl BetterAuthClient {
         query: &OrgQuery,
         trace: &[(&'static str, String)],
     ) -> OrgLookup {
-        let mut url = self.endpoints.members.clone();
+        let mut url = self.uris.members.clone();
         {
             // Encoded by the URL's query serialiser: a segment can add no parameter.
             let mut pairs = url.query_pairs_mut();
